@@ -1,0 +1,65 @@
+"""mpguard: process pools that are safe to kill.
+
+``import mpguard`` registers the ``"guarded"`` start method and does nothing
+else::
+
+    import multiprocessing as mp
+    import mpguard
+
+    with mp.get_context("guarded").Pool(4) as pool:   # or mpguard.GuardedPool(4)
+        pool.map(work, items)
+
+However the parent ends (return, exception, SIGTERM, SIGINT, SIGHUP,
+SIGKILL, the OOM killer) no worker outlives it, nor anything a worker
+started; no zombie piles up; and no process the program did not start is
+ever signalled.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ._config import GuardPolicy as GuardPolicy
+from ._config import configure as configure
+from ._config import get_policy as get_policy
+from ._context import START_METHOD as START_METHOD
+from ._context import GuardedContext as GuardedContext
+from ._context import GuardedProcess as GuardedProcess
+from ._context import get_context as get_context
+from ._context import register as register
+from ._errors import EscalationWarning as EscalationWarning
+from ._errors import GuardClosedError as GuardClosedError
+from ._errors import GuardDegradedWarning as GuardDegradedWarning
+from ._errors import GuardSetupError as GuardSetupError
+from ._errors import MPGuardError as MPGuardError
+from ._errors import UnsupportedPlatformError as UnsupportedPlatformError
+from ._guard import install_handlers as install_handlers
+from ._guard import shutdown as shutdown
+from ._pool import GuardedPool as GuardedPool
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "START_METHOD",
+    "EscalationWarning",
+    "GuardClosedError",
+    "GuardDegradedWarning",
+    "GuardPolicy",
+    "GuardSetupError",
+    "GuardedContext",
+    "GuardedPool",
+    "GuardedProcess",
+    "MPGuardError",
+    "UnsupportedPlatformError",
+    "__version__",
+    "configure",
+    "get_context",
+    "get_policy",
+    "install_handlers",
+    "register",
+    "shutdown",
+]
+
+logging.getLogger("mpguard").addHandler(logging.NullHandler())
+
+register()

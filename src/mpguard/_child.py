@@ -1,0 +1,81 @@
+"""Code that runs in a guarded child between fork and the target.
+
+Discussion
+----------
+The parent blocks the guarded signals (SIGTERM, SIGINT, SIGHUP by default)
+in the forking thread, so the child starts with them blocked and cannot die
+half set up, nor run an inherited handler.  Here, in this order:
+
+1. ``setpgid(0, pgid)``: join the guard's group.  The parent makes the same
+   call for the child (the job-control-shell idiom, platform-facts §2.4),
+   so whichever runs first wins and a group kill right after ``start()``
+   cannot miss the child.
+2. Close the guardian's lifeline: the guardian must see EOF when the
+   *parent* dies, not when the last child does.
+3. Reset the dispositions the parent installed.  A child never runs the
+   parent's teardown or the user's parent handler: that inherited handler
+   is seed 003's "terminate recursion trap" (each child terminating its
+   siblings, 125 handler runs for 10 children).  SIGTERM/SIGHUP get the
+   default action, which ends the child even inside C code; pool workers
+   ignore SIGINT, so a Ctrl-C prints no worker tracebacks.
+4. Check ``getppid()`` against the pid recorded before fork: if the parent
+   died before we joined the group, the guardian may already have killed
+   the group and nobody would kill us (platform-facts §2.1's race).
+5. Restore the signal mask: a SIGTERM that arrived meanwhile is delivered
+   now, to the default action.
+
+Rules: no locks, no logging, no exceptions.  ``prepare`` returns an exit
+status and the caller ends in ``os._exit``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import NamedTuple
+
+__all__ = ["EXIT_PARENT_GONE", "EXIT_SETUP_FAILED", "ChildPlan", "prepare"]
+
+#: The child could not join the guard's group; it never ran the target.
+EXIT_SETUP_FAILED = 250
+#: The parent died between fork and the child's setup; target not run.
+EXIT_PARENT_GONE = 251
+
+
+class ChildPlan(NamedTuple):
+    """Everything the child needs, computed in the parent before fork."""
+
+    pgid: int
+    parent_pid: int
+    lifeline_fd: int
+    signals: tuple[int, ...]
+    pool_worker: bool
+
+
+def prepare(plan: ChildPlan, mask: set[int]) -> int:
+    """Set up a freshly forked guarded child; return 0 or an exit status."""
+    try:
+        try:
+            os.setpgid(0, plan.pgid)
+        except OSError:
+            return EXIT_SETUP_FAILED
+        try:
+            os.close(plan.lifeline_fd)
+        except OSError:
+            pass
+        for sig in plan.signals:
+            if sig == signal.SIGINT:
+                handler = (
+                    signal.SIG_IGN
+                    if plan.pool_worker
+                    else signal.default_int_handler
+                )
+                signal.signal(sig, handler)
+            else:
+                signal.signal(sig, signal.SIG_DFL)
+        if os.getppid() != plan.parent_pid:
+            return EXIT_PARENT_GONE
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    except BaseException:  # noqa: BLE001 - nothing may escape into the child
+        return EXIT_SETUP_FAILED
+    return 0

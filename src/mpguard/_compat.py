@@ -1,0 +1,198 @@
+"""Every use of a private CPython API lives in this module.
+
+Each helper names the stdlib internals it touches and the Python versions it
+was checked against (3.9 to 3.13).  ``tests/test_compat.py`` runs on every
+supported version in tox, so a change in the stdlib shows up in one diff.
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing.context
+import multiprocessing.pool
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from multiprocessing import util
+
+__all__ = [
+    "CHILD_RUNS_ATEXIT",
+    "child_atexit_begin",
+    "child_atexit_end",
+    "guardian_spawn_kwargs",
+    "register_context",
+    "registered_context",
+    "replace_pool_terminator",
+    "stop_pool_respawn",
+]
+
+# 3.13 popen_fork clears the parent's atexit callbacks in the child and runs
+# the child's own at exit (gh-83856).  3.9-3.12 do neither.  A guarded child
+# must behave like a plain fork child of the same version.
+CHILD_RUNS_ATEXIT = sys.version_info >= (3, 13)
+
+
+def child_atexit_begin() -> None:
+    """In a fork child: what 3.13's popen_fork does before ``_bootstrap``."""
+    if CHILD_RUNS_ATEXIT:
+        atexit._clear()  # type: ignore[attr-defined]  # private, 3.13 mirror
+        atexit.register(util._exit_function)  # type: ignore[attr-defined]
+
+
+def child_atexit_end() -> None:
+    """In a fork child: what 3.13's popen_fork does before ``os._exit``."""
+    if CHILD_RUNS_ATEXIT:
+        atexit._run_exitfuncs()  # type: ignore[attr-defined]
+
+
+def register_context(name: str, ctx: object) -> object:
+    """Register *ctx* under *name*, idempotently; return the registered one.
+
+    ``multiprocessing.context._concrete_contexts`` is the table that
+    ``get_context()`` and ``set_start_method()`` resolve names in (3.9-3.14;
+    loky registers its contexts the same way).  ``setdefault`` keeps a
+    context that is already there, so importing mpguard twice, or reloading
+    it, changes nothing.
+    """
+    table: dict[str, object] = multiprocessing.context._concrete_contexts  # type: ignore[attr-defined]
+    return table.setdefault(name, ctx)
+
+
+def registered_context(name: str) -> object | None:
+    """The context registered under *name*, or None."""
+    table: dict[str, object] = multiprocessing.context._concrete_contexts  # type: ignore[attr-defined]
+    return table.get(name)
+
+
+def guardian_spawn_kwargs() -> dict[str, Any]:
+    """``subprocess.Popen`` keywords that make the child a group leader.
+
+    ``process_group=0`` (3.11+) calls ``setpgid(0, 0)`` in the child before
+    exec, without a preexec_fn, so ``_posixsubprocess`` may still use vfork.
+    3.9 and 3.10 need ``preexec_fn``.  ``start_new_session`` would not do:
+    workers could not join a group in another session (setpgid EPERM).
+    """
+    if sys.version_info >= (3, 11):
+        return {"process_group": 0}
+    return {"preexec_fn": os.setpgrp}  # pragma: no cover - 3.9/3.10 only
+
+
+# --- multiprocessing.pool.Pool internals ------------------------------------
+#
+# Touched: Pool._terminate (a util.Finalize), Pool._worker_handler /
+# _task_handler / _result_handler and their ``_state``, the SimpleQueue
+# internals ``_reader``/``_writer``.  Same in 3.9-3.13.
+
+_TERMINATE = multiprocessing.pool.TERMINATE
+
+
+def replace_pool_terminator(
+    pool: multiprocessing.pool.Pool,
+    kill_workers: Callable[[Sequence[Any], float], None],
+    grace: float,
+) -> None:
+    """Make ``pool.terminate()`` bounded and kill-first.
+
+    The stdlib ``_terminate_pool`` can block forever: in
+    ``_help_stuff_finish`` on ``inqueue._rlock`` held by a dead worker
+    (gh-78178, gh-73945), in ``outqueue.put`` on a ``_wlock`` a dead worker
+    held, and in ``p.join()`` on a worker that ignores SIGTERM.  The
+    replacement stops respawning, kills the workers first (with escalation),
+    and only then drains queues without their locks, with every join
+    bounded.
+    """
+    old = pool._terminate  # type: ignore[attr-defined]
+    args = old._args
+    old.cancel()
+    pool._terminate = util.Finalize(  # type: ignore[attr-defined]
+        pool,
+        _terminate_pool,
+        args=(*args, kill_workers, grace),
+        exitpriority=15,
+    )
+
+
+def _terminate_pool(
+    taskqueue: Any,
+    inqueue: Any,
+    outqueue: Any,
+    pool: list[Any],
+    change_notifier: Any,
+    worker_handler: threading.Thread,
+    task_handler: threading.Thread,
+    result_handler: threading.Thread,
+    cache: Any,
+    kill_workers: Callable[[Sequence[Any], float], None],
+    grace: float,
+) -> None:
+    # Budget: kill_workers takes at most grace + 0.25 s; the rest is shared
+    # by the thread joins so that terminate() returns within grace + 0.5 s.
+    deadline = time.monotonic() + grace + 0.45
+    current = threading.current_thread()
+
+    # Stop respawning before killing, or _handle_workers would replace the
+    # workers we kill (same ordering reason as the stdlib's comment).
+    worker_handler._state = _TERMINATE  # type: ignore[attr-defined]
+    task_handler._state = _TERMINATE  # type: ignore[attr-defined]
+    _put_nowait(change_notifier)
+    if current is not worker_handler:
+        worker_handler.join(0.1)
+
+    kill_workers(list(pool), grace)
+
+    # Every worker is dead now, so nobody else reads inqueue: drain it
+    # without inqueue._rlock, which a killed worker may still "hold".
+    _drain(inqueue, task_handler)
+
+    result_handler._state = _TERMINATE  # type: ignore[attr-defined]
+    _put_nowait(change_notifier)
+    _put_nowait(outqueue)  # wakes _handle_results; bypasses outqueue._wlock
+
+    for thread in (worker_handler, task_handler, result_handler):
+        if thread is not current:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    util.debug("mpguard: pool terminated")
+
+
+def _put_nowait(queue: Any) -> None:
+    # SimpleQueue.put takes _wlock; a worker SIGKILLed inside put() leaves
+    # it taken forever.  Write the pickled sentinel straight to the pipe.
+    try:
+        queue._writer.send_bytes(_NONE_PICKLE)
+    except OSError:
+        pass
+
+
+def _drain(inqueue: Any, task_handler: threading.Thread) -> None:
+    reader = inqueue._reader
+    try:
+        while task_handler.is_alive() and reader.poll():
+            reader.recv_bytes()
+    except (OSError, EOFError):
+        pass
+
+
+def _none_pickle() -> bytes:
+    from multiprocessing.reduction import ForkingPickler  # noqa: PLC0415
+
+    return bytes(ForkingPickler.dumps(None))
+
+
+_NONE_PICKLE = _none_pickle()
+
+
+def stop_pool_respawn(pool: multiprocessing.pool.Pool) -> None:
+    """Ask ``_handle_workers`` to stop replacing workers.
+
+    Safe from a signal handler: it only sets a flag, taking no lock (the
+    interrupted main thread may hold the change notifier's lock).  The
+    thread sees the flag when the killed workers' sentinels wake it.
+    """
+    handler = getattr(pool, "_worker_handler", None)
+    if handler is not None:
+        handler._state = _TERMINATE
+    pool._state = _TERMINATE  # type: ignore[attr-defined]

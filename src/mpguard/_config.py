@@ -1,0 +1,147 @@
+"""The guard policy: grace period and the signals mpguard handles.
+
+Environment variables are parsed here and nowhere else:
+
+``MPGUARD_GRACE``
+    default grace period in seconds (float, ``>= 0``).
+``MPGUARD_DISABLE``
+    comma-separated capabilities to treat as missing, for testing the
+    fallbacks on Linux (``pidfd``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+__all__ = ["GuardPolicy", "configure", "disabled_capabilities", "get_policy"]
+
+DEFAULT_GRACE = 1.0
+DEFAULT_SIGNALS: tuple[signal.Signals, ...] = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,
+)
+# Signals whose default action ends the process, so that "tear the group
+# down, then die of the same signal" is the faithful replacement.  SIGKILL
+# and SIGSTOP cannot be caught; SIGCHLD and friends do not end a process.
+ALLOWED_SIGNALS = frozenset(
+    {
+        signal.SIGTERM,
+        signal.SIGINT,
+        signal.SIGHUP,
+        signal.SIGQUIT,
+        signal.SIGUSR1,
+        signal.SIGUSR2,
+    }
+)
+
+
+@dataclass(frozen=True)
+class GuardPolicy:
+    """What the process-wide guard does.
+
+    Attributes:
+        grace: seconds between SIGTERM and SIGKILL when a group or a pool is
+            torn down.
+        signals: signals handled in the parent.  SIGINT raises
+            KeyboardInterrupt as usual; every other one tears the group down
+            and then ends the parent with the same signal.
+    """
+
+    grace: float = DEFAULT_GRACE
+    signals: tuple[signal.Signals, ...] = DEFAULT_SIGNALS
+
+
+def validate_grace(grace: object) -> float:
+    """Return *grace* as a float, or raise ValueError/TypeError."""
+    if isinstance(grace, bool) or not isinstance(grace, (int, float)):
+        msg = f"grace must be a number of seconds (got {grace!r})"
+        raise TypeError(msg)
+    value = float(grace)
+    if not math.isfinite(value) or value < 0:
+        msg = f"grace must be a finite number >= 0 (got {grace!r})"
+        raise ValueError(msg)
+    return value
+
+
+def _validate_signals(sigs: Iterable[int]) -> tuple[signal.Signals, ...]:
+    out: list[signal.Signals] = []
+    for sig in sigs:
+        try:
+            s = signal.Signals(sig)
+        except ValueError:
+            msg = f"not a signal number (got {sig!r})"
+            raise ValueError(msg) from None
+        if s not in ALLOWED_SIGNALS:
+            names = ", ".join(sorted(x.name for x in ALLOWED_SIGNALS))
+            msg = f"mpguard cannot handle {s.name} (allowed: {names})"
+            raise ValueError(msg)
+        if s not in out:
+            out.append(s)
+    return tuple(out)
+
+
+def _policy_from_env() -> GuardPolicy:
+    raw = os.environ.get("MPGUARD_GRACE")
+    if raw is None:
+        return GuardPolicy()
+    try:
+        return GuardPolicy(grace=validate_grace(float(raw)))
+    except ValueError:
+        msg = f"MPGUARD_GRACE must be a number of seconds >= 0 (got {raw!r})"
+        raise ValueError(msg) from None
+
+
+_policy = _policy_from_env()
+
+
+def get_policy() -> GuardPolicy:
+    """Return the policy in force."""
+    return _policy
+
+
+def configure(
+    *,
+    grace: float | None = None,
+    signals: Iterable[int] | None = None,
+) -> GuardPolicy:
+    """Change the process-wide guard policy.
+
+    Call it before the first guarded child starts.  Handlers that are
+    already installed are re-installed for the new signal set.
+
+    Args:
+        grace: seconds between SIGTERM and SIGKILL (default 1.0, or
+            ``MPGUARD_GRACE``).
+        signals: the signals to handle in the parent (default SIGTERM,
+            SIGINT, SIGHUP).  An empty tuple installs no handler; parent
+            death is still covered by the guardian.
+
+    Returns:
+        The new policy.
+
+    Raises:
+        ValueError: an unknown or uncatchable signal, or a negative grace.
+        TypeError: *grace* is not a number.
+    """
+    global _policy
+    new = _policy
+    if grace is not None:
+        new = replace(new, grace=validate_grace(grace))
+    if signals is not None:
+        new = replace(new, signals=_validate_signals(signals))
+    _policy = new
+    from . import _guard  # noqa: PLC0415 - _guard imports this module
+
+    _guard.policy_changed()
+    return new
+
+
+def disabled_capabilities() -> frozenset[str]:
+    """Capabilities forced off through ``MPGUARD_DISABLE`` (for tests)."""
+    raw = os.environ.get("MPGUARD_DISABLE", "")
+    return frozenset(x.strip() for x in raw.split(",") if x.strip())

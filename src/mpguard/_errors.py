@@ -1,0 +1,169 @@
+"""Exceptions and warnings raised by mpguard.
+
+Every error derives from :class:`MPGuardError` and carries the process it is
+about (``pid``), its process group (``pgid``), and how it ended (``exitcode``
+and ``signal``, decoded by name).  Errors are picklable, because they may cross
+a process boundary.
+"""
+
+from __future__ import annotations
+
+import signal as _signal
+from typing import Any
+
+__all__ = [
+    "EscalationWarning",
+    "GuardClosedError",
+    "GuardDegradedWarning",
+    "GuardSetupError",
+    "MPGuardError",
+    "UnsupportedPlatformError",
+    "signal_name",
+]
+
+
+def signal_name(sig: int | None) -> str | None:
+    """Return the name of signal *sig* (``"SIGKILL"``), or ``None``."""
+    if sig is None:
+        return None
+    try:
+        return _signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+class MPGuardError(Exception):
+    """Base class of every error raised by mpguard.
+
+    Args:
+        msg: a short lowercase clause saying what happened.
+        pid: the process the error is about.
+        pgid: the process group involved.
+        exitcode: the exit code, negative for "killed by a signal" as in
+            :attr:`multiprocessing.Process.exitcode`.
+        signal: the signal involved; derived from a negative *exitcode* when
+            not given.
+        hint: an optional sentence with a remedy, appended to the message.
+    """
+
+    __module__ = "mpguard"
+
+    def __init__(
+        self,
+        msg: str = "",
+        *,
+        pid: int | None = None,
+        pgid: int | None = None,
+        exitcode: int | None = None,
+        signal: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        if signal is None and exitcode is not None and exitcode < 0:
+            signal = -exitcode
+        self.msg = msg
+        self.pid = pid
+        self.pgid = pgid
+        self.exitcode = exitcode
+        self.signal: _signal.Signals | int | None = _as_signal(signal)
+        self.hint = hint
+        super().__init__(msg)
+
+    def _details(self) -> dict[str, Any]:
+        details: dict[str, Any] = {}
+        if self.pid is not None:
+            details["pid"] = self.pid
+        if self.pgid is not None:
+            details["pgid"] = self.pgid
+        if self.signal is not None:
+            details["signal"] = signal_name(self.signal)
+        elif self.exitcode is not None:
+            details["exitcode"] = self.exitcode
+        return details
+
+    def __str__(self) -> str:
+        details = ", ".join(f"{k}={v}" for k, v in self._details().items())
+        text = f"{self.msg} ({details})" if details else self.msg
+        if self.hint:
+            text = f"{text}; {self.hint}"
+        return text
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The keyword-only constructor defeats BaseException's default
+        # pickling, which replays positional ``args`` only.
+        return (
+            _rebuild,
+            (type(self), self.msg, self._state()),
+        )
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "pgid": self.pgid,
+            "exitcode": self.exitcode,
+            "signal": None if self.signal is None else int(self.signal),
+            "hint": self.hint,
+        }
+
+
+def _as_signal(sig: int | None) -> _signal.Signals | int | None:
+    if sig is None:
+        return None
+    try:
+        return _signal.Signals(sig)
+    except ValueError:
+        return sig
+
+
+def _rebuild(
+    cls: type[MPGuardError], msg: str, state: dict[str, Any]
+) -> MPGuardError:
+    return cls(msg, **state)
+
+
+class GuardSetupError(MPGuardError, OSError):
+    """Protection could not be set up (guardian, process group, pidfd ...).
+
+    mpguard never runs a child unprotected after such a failure: the child
+    is killed and reaped before this is raised.
+    """
+
+    __module__ = "mpguard"
+
+    def __init__(
+        self,
+        msg: str = "",
+        *,
+        errno: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(msg, **kwargs)
+        self.errno = errno
+
+    def _state(self) -> dict[str, Any]:
+        state = super()._state()
+        state["errno"] = self.errno
+        return state
+
+
+class UnsupportedPlatformError(MPGuardError, NotImplementedError):
+    """The platform lacks a capability mpguard needs (for example fork)."""
+
+    __module__ = "mpguard"
+
+
+class GuardClosedError(MPGuardError, RuntimeError):
+    """A guarded child was started while the guard was tearing down."""
+
+    __module__ = "mpguard"
+
+
+class GuardDegradedWarning(RuntimeWarning):
+    """Protection is only partly available; the message names what is missing."""
+
+    __module__ = "mpguard"
+
+
+class EscalationWarning(RuntimeWarning):
+    """Processes outlived SIGTERM and the grace period, and were SIGKILLed."""
+
+    __module__ = "mpguard"

@@ -1,0 +1,66 @@
+"""The guardian: leader of a guard's process group.
+
+Run as ``python -I -S _guardian.py OWNER_PID LIFELINE_FD`` by the owner
+(the user's process) with ``setpgid(0, 0)`` applied before exec, so its pid
+is the group id every guarded child joins.  It imports nothing from mpguard
+and runs no user code.
+
+Why a separate process (platform-facts §2.1, §2.4, §3.5):
+
+* ``PR_SET_PDEATHSIG`` follows the *thread* that forked a child: a pool
+  built in a short-lived thread, or workers respawned by the pool's
+  ``_handle_workers`` thread, would be killed while the parent lives on.
+  The guardian instead watches the owner *process* through a pidfd (and a
+  lifeline pipe, and ``getppid()``), whatever thread started anything.
+* The group needs a stable leader so that its id cannot be recycled while
+  the owner may still signal it.  The owner never reaps the guardian before
+  it is done with the group, so the pgid stays reserved.
+* SIGKILL of the group from outside the workers ends them even inside C
+  code, and ends everything they started that stayed in the group.
+
+The guardian ignores the guarded signals: a group-wide SIGTERM from a
+graceful teardown must not take the leader down before the workers.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sys
+
+_IGNORED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
+
+
+def main(argv: list[str]) -> int:
+    """Watch the owner; SIGKILL our own group when it is gone."""
+    owner = int(argv[1])
+    lifeline = int(argv[2])
+    for name in _IGNORED:
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    # The owner blocked these while spawning us; they are ignored now.
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    if os.getpgrp() != os.getpid():
+        # Never kill a group we do not lead: that could be the shell's.
+        return 2
+    fds = [lifeline]
+    pidfd = None
+    try:
+        pidfd = os.pidfd_open(owner)
+        fds.append(pidfd)
+    except (AttributeError, OSError):
+        pass  # no pidfd (macOS, old kernel) or the owner is already gone
+    # Open first, then check: if getppid() still is the owner, the pidfd
+    # names the owner and not a process that recycled its pid.
+    while os.getppid() == owner:
+        ready, _, _ = select.select(fds, [], [], 1.0 if pidfd is None else None)
+        if pidfd is not None and pidfd in ready:
+            break
+        if lifeline in ready and not os.read(lifeline, 64):
+            break  # EOF: the owner exited or released us
+    os.killpg(os.getpid(), signal.SIGKILL)
+    return 0  # pragma: no cover - the line above kills us too
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

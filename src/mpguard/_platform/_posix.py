@@ -1,0 +1,30 @@
+"""Portable POSIX fallbacks (macOS, BSD), built on psutil."""
+
+from __future__ import annotations
+
+import os
+
+from . import ProcEntry
+
+__all__ = ["process_table"]
+
+
+def process_table() -> list[ProcEntry]:
+    """Return pid, ppid, pgid and zombie state of every process (psutil)."""
+    import psutil  # noqa: PLC0415 - keep ``import mpguard`` light
+
+    out: list[ProcEntry] = []
+    for proc in psutil.process_iter(["ppid", "status"]):
+        try:
+            pgid = os.getpgid(proc.pid)
+        except OSError:
+            continue
+        out.append(
+            ProcEntry(
+                pid=proc.pid,
+                ppid=proc.info["ppid"] or 0,
+                pgid=pgid,
+                zombie=proc.info["status"] == psutil.STATUS_ZOMBIE,
+            )
+        )
+    return out

@@ -1,0 +1,178 @@
+"""Parent-side signal handlers, installed before the first guarded fork.
+
+Discussion
+----------
+Seed 002/003 install a handler that terminates every child, before forking,
+so children inherit it and terminate each other: the recursion trap.  Seed
+001/003's other fix, ``os.killpg(os.getpgid(os.getpid()), SIGKILL)``, kills
+the caller's own group, which includes ``tee`` in ``python app.py | tee``.
+
+mpguard's handler is safe to inherit and to re-enter:
+
+* **owner check**: in any process but the one that installed it (a child
+  forked outside mpguard, or a guarded child before its reset) it never
+  runs the parent's teardown nor the chained user handler: SIGTERM/SIGHUP
+  take the default action, SIGINT raises KeyboardInterrupt;
+* **one run per signal**: a second terminating signal during teardown
+  skips the grace period and SIGKILLs the group at once (billiard's
+  ``_shutdown_cleanup`` pattern);
+* **no bystanders**: teardown signals only the guard's group, which never
+  contains the parent;
+* **chaining**: the handler that was there before is called after the
+  teardown; if it returns, the parent dies of the same signal (the shell
+  sees 128+N), if it raises (``sys.exit(0)``) that decides.  SIG_IGN is
+  respected (``nohup`` sets SIGHUP to SIG_IGN): such a signal is not
+  handled at all.  A handler installed from C cannot be chained, so the
+  signal is left alone with a GuardDegradedWarning.
+
+Python runs handlers in the main thread only, so handlers can be installed
+only from it.  A guard first used from another thread warns and relies on
+the guardian alone (parent death is still covered; a SIGTERM then kills the
+parent at once and the guardian SIGKILLs the group).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, Union
+
+from ._errors import GuardDegradedWarning, signal_name
+
+__all__ = ["GuardHandler", "install", "uninstall"]
+
+log = logging.getLogger("mpguard")
+
+_Disposition = Union[Callable[[int, Any], Any], int, None]
+
+
+class GuardHandler:
+    """The callable mpguard installs for one signal.
+
+    Args:
+        sig: the signal.
+        previous: the disposition it replaces, chained after teardown.
+        owner_pid: the only process allowed to run the teardown.
+        on_terminate: the teardown, called with the signal number and whether
+            it is a repeated signal.
+    """
+
+    def __init__(
+        self,
+        sig: signal.Signals,
+        previous: _Disposition,
+        owner_pid: int,
+        on_terminate: Callable[[int, bool], None],
+    ) -> None:
+        self.sig = sig
+        self.previous = previous
+        self.owner_pid = owner_pid
+        self.on_terminate = on_terminate
+        self.running = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != self.owner_pid:
+            # Inherited into a child: never the parent's teardown (seed 003).
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            _die_by(signum)
+            return
+        if signum == signal.SIGINT:
+            self._chain(signum, frame)
+            return
+        repeated = self.running
+        self.running = True
+        self.on_terminate(signum, repeated)
+        if repeated:
+            _die_by(signum)
+            return
+        self._chain(signum, frame)
+        # The chained handler returned: it did not decide otherwise.
+        _die_by(signum)
+
+    def _chain(self, signum: int, frame: FrameType | None) -> None:
+        previous = self.previous
+        if callable(previous):
+            previous(signum, frame)
+        elif signum == signal.SIGINT:
+            raise KeyboardInterrupt
+
+
+def _die_by(signum: int) -> None:
+    """End this process with *signum*'s default action (exit 128+N)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:  # noqa: BLE001, S110 - best effort while dying
+            pass
+    signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
+    os.kill(os.getpid(), signum)
+    # Delivery to a thread that has the signal unblocked ends the whole
+    # process; give it a moment, then make sure.
+    time.sleep(1.0)
+    os._exit(128 + signum)
+
+
+def install(
+    sigs: tuple[signal.Signals, ...],
+    owner_pid: int,
+    on_terminate: Callable[[int, bool], None],
+) -> dict[signal.Signals, GuardHandler]:
+    """Install handlers for *sigs*; return those actually installed.
+
+    Warns (GuardDegradedWarning) instead of installing when called from a
+    non-main thread, or when a handler installed from C is in place.
+    """
+    if not sigs:
+        return {}
+    if threading.current_thread() is not threading.main_thread():
+        names = ", ".join(s.name for s in sigs)
+        warnings.warn(
+            f"mpguard: signal handlers for {names} not installed: the guard "
+            "was set up from a non-main thread, and Python installs handlers "
+            "only in the main thread; parent death is still covered by the "
+            "guardian, but a SIGTERM will not give workers a grace period. "
+            "Call mpguard.install_handlers() from the main thread first.",
+            GuardDegradedWarning,
+            stacklevel=4,
+        )
+        return {}
+    installed: dict[signal.Signals, GuardHandler] = {}
+    for sig in sigs:
+        previous = signal.getsignal(sig)
+        if isinstance(previous, GuardHandler):
+            previous = previous.previous  # re-install: keep the user's one
+        if previous == signal.SIG_IGN:
+            log.debug("not handling %s: it is ignored (SIG_IGN)", sig.name)
+            continue
+        if previous is None:
+            warnings.warn(
+                f"mpguard: not handling {sig.name}: its handler was "
+                "installed from C and could not be chained",
+                GuardDegradedWarning,
+                stacklevel=4,
+            )
+            continue
+        handler = GuardHandler(sig, previous, owner_pid, on_terminate)
+        signal.signal(sig, handler)
+        installed[sig] = handler
+        log.debug("installed handler for %s", signal_name(sig))
+    return installed
+
+
+def uninstall(installed: dict[signal.Signals, GuardHandler]) -> None:
+    """Restore the dispositions replaced by :func:`install` (main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig, handler in installed.items():
+        if signal.getsignal(sig) is handler:
+            signal.signal(sig, handler.previous)  # type: ignore[arg-type]
