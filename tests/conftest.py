@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import sys
+
+import psutil
+import pytest
+
+if not sys.platform.startswith("linux"):
+    collect_ignore_glob = ["test_*linux*.py"]
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_children():
+    """Fail a test that leaves a child or grandchild of pytest behind."""
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    yield
+    from _support import describe, wait_gone
+
+    after = {p.pid for p in me.children(recursive=True)} - before
+    left = wait_gone(after, 5.0)
+    for pid in left:
+        try:
+            psutil.Process(pid).kill()
+        except psutil.Error:
+            pass
+    assert not left, f"leaked processes: {describe(left)}"

@@ -1,0 +1,100 @@
+"""Helpers shared by the scenario scripts.  Never imports pytest.
+
+A scenario is started by a test in its own session.  It publishes what the
+test needs (pids, pgids, results) as JSON through :func:`report`, written to
+a temporary file and renamed into place so that a reader never sees half a
+report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def report(path: str, **data: object) -> None:
+    """Publish *data* atomically at *path*."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+def append_line(path: str, line: str) -> None:
+    """Append one line with a single O_APPEND write (safe across processes)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def start_grandchild(*, setsid: bool = False) -> int:
+    """Start `sleep 600` from a worker; return its pid (left running)."""
+    p = subprocess.Popen(["sleep", "600"], start_new_session=setsid)
+    return p.pid
+
+
+def busy(kind: str, seconds: float = 600.0) -> None:
+    """Stay busy: in Python bytecode, in a C call holding the GIL, or asleep."""
+    end = time.monotonic() + seconds
+    if kind == "c":
+        import hashlib
+
+        while time.monotonic() < end:
+            # ~seconds of C code per call: Python-level handlers cannot run.
+            hashlib.pbkdf2_hmac("sha256", b"x", b"y", 3_000_000)
+    elif kind == "sleep":
+        time.sleep(seconds)
+    else:
+        while time.monotonic() < end:
+            sum(range(1000))
+
+
+def wait_files(directory: str, n: int, timeout: float = 30.0) -> list[dict]:
+    """Wait until *directory* holds *n* JSON files; return their contents."""
+    deadline = time.monotonic() + timeout
+    while True:
+        names = [x for x in os.listdir(directory) if x.endswith(".json")]
+        if len(names) >= n:
+            out = []
+            for name in sorted(names):
+                with open(os.path.join(directory, name)) as f:
+                    out.append(json.load(f))
+            return out
+        if time.monotonic() > deadline:
+            sys.exit(f"timed out waiting for {n} worker reports in {directory}")
+        time.sleep(0.01)
+
+
+def hold() -> None:
+    """Wait for the test to act (signal us); never returns on its own."""
+    while True:
+        signal.pause()
+
+
+def get_pool(mode: str, processes: int, **kw: object):
+    """The pool under test: mpguard's, or the stdlib fork Pool (control)."""
+    import multiprocessing as mp
+
+    if mode == "guarded":
+        import mpguard
+
+        return mpguard.GuardedPool(processes, **kw)
+    return mp.get_context("fork").Pool(processes, **kw)
+
+
+def get_ctx(mode: str):
+    import multiprocessing as mp
+
+    if mode == "guarded":
+        import mpguard  # noqa: F401 - registers "guarded"
+
+        return mp.get_context("guarded")
+    return mp.get_context("fork")

@@ -1,0 +1,125 @@
+"""However the parent ends, no worker and nothing a worker started outlives it.
+
+Each guarded case has a negative control: the same scenario on the stdlib
+fork Pool must leak, or the test would pass without testing anything
+(house style §5: idle workers exit on EOF by themselves, so workers here
+are always busy and have grandchildren).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+from _support import SHORT, alive, describe, scenario, wait_for, wait_gone
+
+pytestmark = pytest.mark.linux
+
+# Target 100 ms; the requirement is 1 s.  CI machines are noisy, so assert
+# the requirement and print the measurement.
+PARENT_DEATH_BOUND = 1.0
+
+
+def _all_pids(r: dict) -> list[int]:
+    return r["workers"] + r["grandchildren"]
+
+
+def _sigkill_and_measure(sc, r: dict) -> tuple[list[int], float]:
+    t0 = time.monotonic()
+    sc.signal(signal.SIGKILL)
+    left = wait_gone(_all_pids(r), PARENT_DEATH_BOUND)
+    return left, time.monotonic() - t0
+
+
+@pytest.mark.parametrize("busy", ["python", "c", "sleep"])
+def test_workers_and_grandchildren_die_when_parent_sigkilled(tmp_path, busy):
+    with scenario("busy_pool", tmp_path, "guarded", "--busy", busy) as sc:
+        r = sc.report()
+        assert len(set(r["worker_pgids"])) == 1
+        assert r["worker_pgids"][0] != r["pgid"], "parent must not be in the group"
+        left, dt = _sigkill_and_measure(sc, r)
+        assert not left, describe(left)
+        print(f"busy={busy}: all gone {dt * 1000:.0f} ms after SIGKILL")
+
+
+def test_control_stdlib_pool_leaks_when_parent_sigkilled(tmp_path):
+    with scenario("busy_pool", tmp_path, "stdlib") as sc:
+        r = sc.report()
+        sc.signal(signal.SIGKILL)
+        left = wait_gone(_all_pids(r), PARENT_DEATH_BOUND)
+        assert set(left) == set(_all_pids(r)), "control no longer leaks"
+
+
+def test_control_pdeathsig_leaves_grandchildren(tmp_path):
+    # The billiard/Celery technique kills workers but not what they started.
+    with scenario("busy_pool", tmp_path, "pdeathsig") as sc:
+        r = sc.report()
+        sc.signal(signal.SIGKILL)
+        assert not wait_gone(r["workers"], SHORT)
+        left = wait_gone(r["grandchildren"], PARENT_DEATH_BOUND)
+        assert set(left) == set(r["grandchildren"]), "control no longer leaks"
+
+
+def test_pool_built_in_exited_thread_survives_thread_then_dies_with_parent(tmp_path):
+    with scenario("busy_pool", tmp_path, "guarded", "--in-thread") as sc:
+        r = sc.report()
+        # The thread that forked the workers has exited: they still run
+        # (pdeathsig would have killed them here, see the control below).
+        assert set(r["workers"]) == set(r["first_workers"])
+        assert wait_gone(r["workers"], 0.3) == r["workers"]
+        assert any("non-main thread" in w for w in r["warnings"]), r["warnings"]
+        left, dt = _sigkill_and_measure(sc, r)
+        assert not left, describe(left)
+
+
+def test_control_pdeathsig_pool_in_exited_thread_loses_its_workers(tmp_path):
+    # platform-facts §2.1: pdeathsig follows the forking *thread*.  The
+    # workers die when the thread ends while the parent lives on, and the
+    # pool hangs; mpguard does not use pdeathsig for this reason.
+    with scenario("busy_pool", tmp_path, "pdeathsig", "--in-thread") as sc:
+        early = sc.report_path.with_name(sc.report_path.name + ".early")
+        assert wait_for(early.exists, SHORT)
+        r = json.loads(early.read_text())
+        sc.pids.update(r["first_workers"])
+        left = wait_gone(r["first_workers"], SHORT)
+        assert not left, "control: pdeathsig workers outlived their thread"
+        assert alive(sc.pid), "the parent itself must still be running"
+
+
+def test_replacement_workers_die_when_parent_sigkilled(tmp_path):
+    # maxtasksperchild=1: the busy workers were forked by the pool's
+    # _handle_workers thread, not by the main thread.
+    with scenario("busy_pool", tmp_path, "guarded", "--churn") as sc:
+        r = sc.report()
+        assert not set(r["workers"]) & set(r["first_workers"])
+        left, _ = _sigkill_and_measure(sc, r)
+        assert not left, describe(left)
+
+
+@pytest.mark.parametrize("end", ["exit", "return", "raise"])
+def test_nothing_outlives_parent_that_ends_by_itself(tmp_path, end):
+    with scenario("busy_pool", tmp_path, "guarded", "--end", end) as sc:
+        r = sc.report()
+        left = wait_gone(_all_pids(r), PARENT_DEATH_BOUND + 1.0)
+        assert not left, describe(left)
+        assert sc.wait() is not None
+
+
+@pytest.mark.parametrize("end", ["exit", "return"])
+def test_control_stdlib_grandchildren_outlive_parent(tmp_path, end):
+    with scenario("busy_pool", tmp_path, "stdlib", "--end", end) as sc:
+        r = sc.report()
+        sc.wait()
+        left = wait_gone(r["grandchildren"], 1.0)
+        assert set(left) == set(r["grandchildren"]), "control no longer leaks"
+
+
+def test_sigkill_without_pidfd_fallback(tmp_path):
+    # The portable path (lifeline pipe EOF + getppid), forced on Linux.
+    env = {"MPGUARD_DISABLE": "pidfd"}
+    with scenario("busy_pool", tmp_path, "guarded", env=env) as sc:
+        r = sc.report()
+        left, _ = _sigkill_and_measure(sc, r)
+        assert not left, describe(left)
