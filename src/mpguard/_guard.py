@@ -322,7 +322,7 @@ class Guard:
         except subprocess.TimeoutExpired:  # pragma: no cover - D state
             log.debug("guardian %d did not exit", self.pgid)
         if self.guardian_pidfd is not None:
-            self._reaper.unwatch(self.guardian_pidfd)
+            self._reaper.forget_fd(self.guardian_pidfd)
             os.close(self.guardian_pidfd)
             self.guardian_pidfd = None
         log.debug("guardian %d released", self.pgid)
@@ -361,9 +361,11 @@ class _Reaper:
 
     def __init__(self, guard: Guard) -> None:
         self.guard = guard
-        self.lock = threading.Lock()
+        # Reentrant: a Popen finalizer (run by the garbage collector at any
+        # allocation, this thread included) calls unwatch() under the lock.
+        self.lock = threading.RLock()
         self.sel: selectors.BaseSelector | None = None
-        self.thread: threading.Thread | None = None
+        self.watched: dict[int, Popen] = {}
         self.wake_r = self.wake_w = -1
         self.stopped = False
 
@@ -371,14 +373,11 @@ class _Reaper:
         sel = selectors.DefaultSelector()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_w, False)
-        sel.register(self.wake_r, selectors.EVENT_READ, None)
+        sel.register(self.wake_r, selectors.EVENT_READ)
         if self.guard.guardian_pidfd is not None:
-            sel.register(self.guard.guardian_pidfd, selectors.EVENT_READ, "g")
+            sel.register(self.guard.guardian_pidfd, selectors.EVENT_READ)
         self.sel = sel
-        self.thread = threading.Thread(
-            target=self._run, name="mpguard-reaper", daemon=True
-        )
-        self.thread.start()
+        threading.Thread(target=self._run, name="mpguard-reaper", daemon=True).start()
         return sel
 
     def watch(self, popen: Popen) -> None:
@@ -386,13 +385,17 @@ class _Reaper:
             if self.stopped:
                 return
             sel = self.sel or self._start()
-            try:
-                sel.register(popen.sentinel, selectors.EVENT_READ, popen)
-            except (KeyError, ValueError):
-                return
+            sel.register(popen.sentinel, selectors.EVENT_READ)
+            self.watched[popen.sentinel] = popen
         self._wake()
 
     def unwatch(self, fd: int) -> None:
+        with self.lock:
+            if self.watched.pop(fd, None) is not None and self.sel is not None:
+                self.sel.unregister(fd)
+
+    def forget_fd(self, fd: int) -> None:
+        """Unregister a non-child fd (the guardian's pidfd) before closing it."""
         with self.lock:
             if self.sel is not None:
                 try:
@@ -412,42 +415,46 @@ class _Reaper:
         if self.sel is not None:
             self._wake()
 
+    def _snapshot(self) -> dict[int, Popen]:
+        while True:
+            try:
+                with self.lock:
+                    return self.watched.copy()
+            except RuntimeError:  # pragma: no cover - a finalizer raced
+                continue
+
     def _run(self) -> None:
         sel = self.sel
         assert sel is not None  # noqa: S101 - set before the thread starts
+        # Without pidfds a sentinel may stay open while grandchildren hold
+        # its write end, so every watched child is polled every 50 ms.
         timeout = None if _platform.HAS_PIDFD else 0.05
+        guardian_fd = self.guard.guardian_pidfd
         while not self.stopped:
             try:
                 events = sel.select(timeout)
             except (OSError, ValueError):
-                return
-            with self.lock:
-                if self.stopped:
-                    break
-                popens = [
-                    k.data for k in sel.get_map().values() if k.data not in (None, "g")
-                ]
-            for key, _ in events:
-                if key.data is None:
+                break
+            watched = self._snapshot()
+            ready = [k.fd for k, _ in events]
+            for fd in ready:
+                if fd == self.wake_r:
                     try:
                         os.read(self.wake_r, 512)
                     except OSError:
                         pass
-                elif key.data == "g":
-                    self.unwatch(key.fd)
+                elif fd == guardian_fd:
+                    self.forget_fd(fd)
                     self.guard.guardian_exited()
-            # Without pidfds a sentinel may stay open while grandchildren
-            # hold its write end: poll every watched child instead.
-            for p in popens if timeout else [k.data for k, _ in events if k.data not in (None, "g")]:
-                p.poll()
+            for fd in watched if timeout else ready:
+                popen = watched.get(fd)
+                if popen is not None:
+                    popen.poll()
         with self.lock:
             sel.close()
             self.sel = None
-            for fd in (self.wake_r, self.wake_w):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+            self.watched.clear()
+            util.close_fds(self.wake_r, self.wake_w)
 
 
 _guard: Guard | None = None

@@ -1,0 +1,60 @@
+"""maxtasksperchild=1 churn, then count the parent's zombie children.
+
+usage: churn.py REPORT MODE
+
+MODE guarded / stdlib; MODE sig_ign: the stdlib Pool under seed 000's
+``signal(SIGCHLD, SIG_IGN)``, where a retired worker's exit code can never
+be read and the pool stops replacing workers.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import time
+
+import psutil
+from _common import get_pool, report
+
+
+def task(i: int) -> int:
+    return os.getpid()
+
+
+def zombies() -> list[int]:
+    out = []
+    for c in psutil.Process().children():
+        try:
+            if c.status() == psutil.STATUS_ZOMBIE:
+                out.append(c.pid)
+        except psutil.Error:
+            pass
+    return out
+
+
+def main() -> None:
+    path, mode = sys.argv[1], sys.argv[2]
+    if mode == "sig_ign":
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    pool = get_pool("guarded" if mode == "guarded" else "stdlib", 2, maxtasksperchild=1)
+    try:
+        pids = pool.map_async(task, range(40), chunksize=1).get(10)
+        hung = False
+    except multiprocessing.TimeoutError:
+        pids, hung = [], True
+    # Zombies right after the map, then after 100 ms.
+    z0 = zombies()
+    time.sleep(0.1)
+    z1 = zombies()
+    report(path, pid=os.getpid(), workers=sorted(set(pids)), hung=hung,
+           zombies_at_once=z0, zombies_after_100ms=z1)
+    if hung:
+        os._exit(0)  # the stdlib pool cannot be shut down cleanly now
+    pool.close()
+    pool.join()
+
+
+if __name__ == "__main__":
+    main()

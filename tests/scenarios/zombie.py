@@ -1,0 +1,34 @@
+"""Seed 000 §1.1: a child the program never joins.
+
+usage: zombie.py REPORT MODE
+
+The child records when it exits (CLOCK_MONOTONIC is system-wide), then
+exits; the parent never joins it and sleeps.  Without mpguard it stays a
+zombie until the parent exits.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from _common import get_ctx, hold, report
+
+
+def child(path: str) -> None:
+    with open(path, "w") as f:
+        f.write(repr(time.monotonic()))
+
+
+def main() -> None:
+    path, mode = sys.argv[1], sys.argv[2]
+    exit_path = path + ".exit"
+    p = get_ctx(mode).Process(target=child, args=(exit_path,))
+    p.start()
+    report(path, pid=os.getpid(), child_pid=p.pid, exit_path=exit_path)
+    hold()
+
+
+if __name__ == "__main__":
+    main()
