@@ -54,6 +54,10 @@ class GuardedPool(multiprocessing.pool.Pool):
         *,
         grace: float | None = None,
     ) -> None:
+        # As the stdlib does first: Pool.__del__ needs these even when
+        # __init__ raises below.
+        self._pool: list[Any] = []
+        self._state = multiprocessing.pool.INIT
         if context is None:
             context = register()
         if not isinstance(context, GuardedContext):

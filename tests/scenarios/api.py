@@ -1,0 +1,169 @@
+"""Exercise the guarded context's API and report each check by name.
+
+usage: api.py REPORT
+
+Runs in its own process because it installs handlers and starts the guard.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import gc
+import logging
+import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+import warnings
+from multiprocessing import resource_tracker
+from multiprocessing.context import ForkContext
+
+from _common import report
+
+records: list[str] = []
+
+
+class Collect(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        records.append(record.getMessage())
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def child_info(q) -> None:
+    q.put(
+        {
+            "pgid": os.getpgrp(),
+            "start_method": mp.get_start_method(),
+            "sigint": repr(signal.getsignal(signal.SIGINT)),
+            "sigterm": repr(signal.getsignal(signal.SIGTERM)),
+        }
+    )
+
+
+def worker_info(_: int) -> dict:
+    return {
+        "pgid": os.getpgrp(),
+        "sigint": repr(signal.getsignal(signal.SIGINT)),
+        "sigterm": repr(signal.getsignal(signal.SIGTERM)),
+    }
+
+
+def event_setter(ev) -> None:
+    ev.set()
+
+
+def user_term(signum, frame) -> None:
+    pass
+
+
+def main() -> None:
+    path = sys.argv[1]
+    out: dict = {"pid": os.getpid(), "pgid": os.getpgrp()}
+    logger = logging.getLogger("mpguard")
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(Collect())
+
+    # Dispositions before the guard exists: SIGHUP ignored (as under nohup),
+    # SIGTERM with a user handler that must be chained, not lost.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, user_term)
+    out["threads_before"] = threading.active_count()
+
+    import mpguard
+
+    out["threads_after_import"] = threading.active_count()
+    out["sigterm_untouched_by_import"] = signal.getsignal(signal.SIGTERM) is user_term
+    ctx = mp.get_context("guarded")
+    out["register_idempotent"] = mpguard.register() is ctx is mpguard.get_context()
+    out["start_method_name"] = ctx.get_start_method()
+    out["listed_in_all_start_methods"] = "guarded" in mp.get_all_start_methods()
+
+    # SemLock: unlinked at once, no resource tracker (platform-facts §1.2).
+    ctx.Lock()
+    out["resource_tracker_started"] = resource_tracker._resource_tracker._pid is not None
+
+    q = ctx.Queue()
+    p = ctx.Process(target=child_info, args=(q,))
+    p.start()
+    out["child"] = q.get(timeout=10)
+    p.join(10)
+    out["child_exitcode"] = p.exitcode
+    h = signal.getsignal(signal.SIGTERM)
+    out["sigterm_handler_type"] = type(h).__name__
+    out["sigterm_chains_user_handler"] = getattr(h, "previous", None) is user_term
+    out["sighup_left_ignored"] = signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+
+    ev = ctx.Event()
+    p = ctx.Process(target=event_setter, args=(ev,))
+    p.start()
+    out["event"] = ev.wait(10)
+    p.join(10)
+
+    with ctx.Manager() as m:
+        d = m.dict()
+        d["k"] = 1
+        out["manager"] = dict(d)
+
+    with ctx.Pool(2) as pool:
+        out["pool_map"] = pool.map(square, range(5))
+        infos = pool.map(worker_info, range(4), chunksize=1)
+        out["workers"] = [w.pid for w in pool._pool]
+    out["worker_info"] = infos
+    out["pool_is_guarded"] = isinstance(pool, mpguard.GuardedPool)
+
+    with cf.ProcessPoolExecutor(2, mp_context=ctx) as ex:
+        out["ppe_map"] = list(ex.map(square, range(5)))
+    if sys.version_info >= (3, 11):
+        try:
+            cf.ProcessPoolExecutor(2, mp_context=ctx, max_tasks_per_child=1)
+            out["ppe_rejects_max_tasks"] = False
+        except ValueError:
+            out["ppe_rejects_max_tasks"] = True
+
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        pool = mpguard.GuardedPool(1)
+        out["guardian_pgid"] = pool._pool[0].pid and os.getpgid(pool._pool[0].pid)
+        del pool
+        gc.collect()
+    out["unclosed_warning"] = [x.category.__name__ for x in w]
+
+    # fork() with threads alive: Python 3.12+ warns (gh-100228).  mpguard
+    # neither adds nor hides that warning.
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        p = ctx.Process(target=square, args=(1,))
+        p.start()
+        p.join(10)
+    stop.set()
+    t.join()
+    out["fork_with_threads_warning"] = [
+        x.category.__name__ for x in w if "multi-threaded" in str(x.message)
+    ]
+
+    first_pgid = out["guardian_pgid"]
+    mpguard.shutdown()
+    out["sigterm_restored_after_shutdown"] = signal.getsignal(signal.SIGTERM) is user_term
+    with ctx.Pool(1) as pool:
+        out["new_guard_pgid"] = os.getpgid(pool._pool[0].pid)
+    out["new_guard_differs"] = out["new_guard_pgid"] != first_pgid
+    # Negative control for the _name decision: the same context named
+    # anything but "fork" makes SemLock register with a resource tracker.
+    class Misnamed(ForkContext):
+        _name = "guarded-misnamed"
+
+    Misnamed().Lock()
+    out["misnamed_starts_tracker"] = resource_tracker._resource_tracker._pid is not None
+    out["log"] = records
+    report(path, **out)
+
+
+if __name__ == "__main__":
+    main()

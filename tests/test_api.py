@@ -1,0 +1,112 @@
+"""In-process checks of pure API: errors, policy, input validation.
+
+Nothing here starts a guarded child or changes a signal disposition.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import pickle
+import signal
+
+import pytest
+
+import mpguard
+from mpguard import _platform
+
+
+def test_public_api_is_exported():
+    for name in mpguard.__all__:
+        assert hasattr(mpguard, name), name
+
+
+@pytest.mark.parametrize(
+    "cls",
+    [mpguard.MPGuardError, mpguard.GuardSetupError, mpguard.GuardClosedError,
+     mpguard.UnsupportedPlatformError],
+)
+def test_errors_pickle_and_decode_signals(cls):
+    err = cls("worker died while running a task", pid=4242, pgid=4240, exitcode=-9)
+    assert isinstance(err, mpguard.MPGuardError)
+    assert str(err) == (
+        "worker died while running a task (pid=4242, pgid=4240, signal=SIGKILL)"
+    )
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is cls
+    assert (back.pid, back.pgid, back.exitcode, back.signal) == (
+        4242, 4240, -9, signal.SIGKILL,
+    )
+    assert str(back) == str(err)
+
+
+def test_error_types_are_also_stdlib_types():
+    assert issubclass(mpguard.GuardSetupError, OSError)
+    assert issubclass(mpguard.UnsupportedPlatformError, NotImplementedError)
+    assert issubclass(mpguard.GuardClosedError, RuntimeError)
+    assert issubclass(mpguard.GuardDegradedWarning, RuntimeWarning)
+    err = mpguard.GuardSetupError("setpgid failed", pid=1, errno=1, hint="try X")
+    assert str(err).endswith("; try X")
+    assert pickle.loads(pickle.dumps(err)).errno == 1
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf")])
+def test_bad_grace_is_a_value_error(bad):
+    with pytest.raises(ValueError, match="grace"):
+        mpguard.configure(grace=bad)
+    with pytest.raises(ValueError, match="grace"):
+        mpguard.GuardedPool(1, grace=bad)
+
+
+def test_grace_must_be_a_number():
+    with pytest.raises(TypeError, match="grace"):
+        mpguard.GuardedPool(1, grace="1")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGCHLD, 999])
+def test_uncatchable_or_unknown_signals_are_refused(sig):
+    with pytest.raises(ValueError):
+        mpguard.configure(signals=(sig,))
+
+
+def test_configure_keeps_what_it_is_not_given():
+    before = mpguard.get_policy()
+    try:
+        p = mpguard.configure(grace=2.5)
+        assert p.grace == 2.5
+        assert p.signals == before.signals
+    finally:
+        mpguard.configure(grace=before.grace)
+
+
+def test_guarded_pool_refuses_a_plain_context():
+    with pytest.raises(TypeError, match="guarded context"):
+        mpguard.GuardedPool(1, context=mp.get_context("fork"))
+
+
+@pytest.mark.parametrize("pgid", [0, 1, -1])
+def test_killpg_refuses_pgid_le_1(pgid):
+    with pytest.raises(mpguard.MPGuardError, match="<= 1"):
+        _platform.killpg(pgid, signal.SIGTERM)
+
+
+def test_killpg_refuses_own_group():
+    with pytest.raises(mpguard.MPGuardError, match="own process group"):
+        _platform.killpg(os.getpgrp(), 0)
+
+
+def test_process_table_sees_this_process():
+    table = _platform.process_table()
+    me = [e for e in table if e.pid == os.getpid()]
+    assert me and me[0].ppid == os.getppid() and me[0].pgid == os.getpgrp()
+
+
+def test_descendants_walks_the_tree():
+    table = [
+        _platform.ProcEntry(10, 1, 10, False),
+        _platform.ProcEntry(11, 10, 10, False),
+        _platform.ProcEntry(12, 11, 12, False),
+        _platform.ProcEntry(13, 1, 13, False),
+    ]
+    assert _platform.descendants([10], table) == [11, 12]
+    assert _platform.group_members(10, table) == [10, 11]

@@ -1,0 +1,100 @@
+"""The "guarded" start method: registration and stdlib compatibility."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import pytest
+from _support import scenario
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("api")
+    with scenario("api", tmp) as sc:
+        r = sc.report()
+        assert sc.wait() == 0, sc.output()
+        return r
+
+
+def test_import_does_nothing_else(api):
+    assert api["threads_after_import"] == api["threads_before"]
+    assert api["sigterm_untouched_by_import"]
+
+
+def test_registration_is_idempotent(api):
+    assert api["register_idempotent"]
+
+
+def test_start_method_name_is_fork(api):
+    # Registered as "guarded" but named "fork", so that the stdlib's name
+    # checks (SemLock, ProcessPoolExecutor) and Celery's stay right.
+    assert api["start_method_name"] == "fork"
+    assert api["child"]["start_method"] == "fork"
+    assert not api["resource_tracker_started"]
+    assert api["misnamed_starts_tracker"], "control: a non-fork name should"
+    if sys.version_info >= (3, 11):
+        assert api["ppe_rejects_max_tasks"]
+
+
+def test_listed_in_all_start_methods_only_from_314(api):
+    assert api["listed_in_all_start_methods"] == (sys.version_info >= (3, 14))
+
+
+def test_everything_a_fork_context_offers_works(api):
+    assert api["child_exitcode"] == 0
+    assert api["event"] is True
+    assert api["manager"] == {"k": 1}
+    assert api["pool_map"] == [0, 1, 4, 9, 16]
+    assert api["pool_is_guarded"]
+    assert api["ppe_map"] == [0, 1, 4, 9, 16]
+
+
+def test_children_join_one_group_without_the_parent(api):
+    pgids = {api["child"]["pgid"]} | {w["pgid"] for w in api["worker_info"]}
+    assert len(pgids) == 1
+    assert api["pgid"] not in pgids
+
+
+def test_handlers_installed_before_fork_and_reset_in_children(api):
+    assert api["sigterm_handler_type"] == "GuardHandler"
+    assert api["sigterm_chains_user_handler"]
+    assert api["sighup_left_ignored"]  # nohup's SIG_IGN is respected
+    assert api["child"]["sigterm"] == repr(signal.SIG_DFL)
+    assert "default_int_handler" in api["child"]["sigint"]
+    for w in api["worker_info"]:
+        assert w["sigterm"] == repr(signal.SIG_DFL)
+        assert w["sigint"] == repr(signal.SIG_IGN)
+
+
+def test_unclosed_pool_warns(api):
+    assert "ResourceWarning" in api["unclosed_warning"]
+
+
+def test_fork_with_threads_warning_is_not_hidden(api):
+    expected = ["DeprecationWarning"] if sys.version_info >= (3, 12) else []
+    assert api["fork_with_threads_warning"] == expected
+
+
+def test_shutdown_restores_handlers_and_a_new_guard_follows(api):
+    assert api["sigterm_restored_after_shutdown"]
+    assert api["new_guard_differs"]
+
+
+def test_debug_log_for_each_kill_and_reap_step(api):
+    log = "\n".join(api["log"])
+    for needle in ("guard up", "started pid=", "SIGTERM to", "reaped pid=", "teardown"):
+        assert needle in log, needle
+
+
+def test_get_context_works_in_a_fresh_interpreter():
+    code = (
+        "import multiprocessing as mp, mpguard;"
+        "print(mp.get_context('guarded').get_start_method())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "fork"

@@ -1,0 +1,60 @@
+"""GuardedPool.terminate(): escalation, bounded time, whole tree."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from _support import SHORT, describe, scenario, wait_for, wait_gone
+
+pytestmark = pytest.mark.linux
+
+
+def _terminate_report(sc, timeout=SHORT):
+    path = sc.report_path.with_name(sc.report_path.name + ".terminate")
+    if not wait_for(path.exists, timeout):
+        return None
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("setsid", [False, True], ids=["in-group", "setsid"])
+def test_terminate_kills_workers_and_everything_they_started(tmp_path, setsid):
+    args = ["--end", "terminate", "--workers", "3"] + (["--setsid"] if setsid else [])
+    with scenario("busy_pool", tmp_path, "guarded", *args) as sc:
+        r = sc.report()
+        t = _terminate_report(sc)
+        assert t is not None
+        # Gone by the time terminate() returned, not merely soon after.
+        left = wait_gone(r["workers"] + r["grandchildren"], 0.05)
+        assert not left, describe(left)
+        print(f"terminate took {t['seconds'] * 1000:.0f} ms")
+
+
+def test_control_stdlib_terminate_leaves_grandchildren(tmp_path):
+    with scenario("busy_pool", tmp_path, "stdlib", "--end", "terminate") as sc:
+        r = sc.report()
+        assert _terminate_report(sc) is not None
+        assert not wait_gone(r["workers"], SHORT)
+        left = wait_gone(r["grandchildren"], 0.5)
+        assert set(left) == set(r["grandchildren"]), "control no longer leaks"
+
+
+def test_terminate_is_bounded_when_workers_ignore_sigterm(tmp_path):
+    grace = 0.3
+    args = ["--end", "terminate", "--ignore-term", "--grace", str(grace)]
+    with scenario("busy_pool", tmp_path, "guarded", *args) as sc:
+        r = sc.report()
+        t = _terminate_report(sc)
+        assert t is not None
+        assert grace <= t["seconds"] < grace + 0.5, t
+        assert not wait_gone(r["workers"] + r["grandchildren"], 0.05)
+        _, err = sc.output()
+        assert "EscalationWarning" in err
+
+
+def test_control_stdlib_terminate_hangs_when_workers_ignore_sigterm(tmp_path):
+    args = ["--end", "terminate", "--ignore-term"]
+    with scenario("busy_pool", tmp_path, "stdlib", *args) as sc:
+        sc.report()
+        # Bounded: we assert the hang, we do not wait it out.
+        assert _terminate_report(sc, timeout=2.0) is None
