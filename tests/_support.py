@@ -14,19 +14,23 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 SHORT = 5.0
 LONG = 30.0
 
 
-def wait_for(pred: Callable[[], Any], timeout: float = SHORT, interval: float = 0.005) -> Any:
+def wait_for(
+    pred: Callable[[], Any], timeout: float = SHORT, interval: float = 0.005
+) -> Any:
     """Poll *pred* until it returns something truthy or *timeout* passes."""
     deadline = time.monotonic() + timeout
     while True:
@@ -136,7 +140,9 @@ class Scenario:
         known = set(self.pids)
         for pid in list(known):
             try:
-                known.update(c.pid for c in psutil.Process(pid).children(recursive=True))
+                known.update(
+                    c.pid for c in psutil.Process(pid).children(recursive=True)
+                )
             except psutil.Error:
                 pass
         try:
@@ -182,9 +188,10 @@ def scenario(
     full_env.pop("MPGUARD_DISABLE", None)
     if env:
         full_env.update(env)
-    with open(report_path.with_suffix(".out"), "wb") as out, open(
-        report_path.with_suffix(".err"), "wb"
-    ) as err:
+    with (
+        open(report_path.with_suffix(".out"), "wb") as out,
+        open(report_path.with_suffix(".err"), "wb") as err,
+    ):
         proc = subprocess.Popen(
             cmd,
             cwd=tmp_path,

@@ -23,8 +23,12 @@ def test_public_api_is_exported():
 
 @pytest.mark.parametrize(
     "cls",
-    [mpguard.MPGuardError, mpguard.GuardSetupError, mpguard.GuardClosedError,
-     mpguard.UnsupportedPlatformError],
+    [
+        mpguard.MPGuardError,
+        mpguard.GuardSetupError,
+        mpguard.GuardClosedError,
+        mpguard.UnsupportedPlatformError,
+    ],
 )
 def test_errors_pickle_and_decode_signals(cls):
     err = cls("worker died while running a task", pid=4242, pgid=4240, exitcode=-9)
@@ -35,7 +39,10 @@ def test_errors_pickle_and_decode_signals(cls):
     back = pickle.loads(pickle.dumps(err))
     assert type(back) is cls
     assert (back.pid, back.pgid, back.exitcode, back.signal) == (
-        4242, 4240, -9, signal.SIGKILL,
+        4242,
+        4240,
+        -9,
+        signal.SIGKILL,
     )
     assert str(back) == str(err)
 
@@ -65,7 +72,7 @@ def test_grace_must_be_a_number():
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGCHLD, 999])
 def test_uncatchable_or_unknown_signals_are_refused(sig):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"signal|SIG"):
         mpguard.configure(signals=(sig,))
 
 
@@ -98,7 +105,9 @@ def test_killpg_refuses_own_group():
 def test_process_table_sees_this_process():
     table = _platform.process_table()
     me = [e for e in table if e.pid == os.getpid()]
-    assert me and me[0].ppid == os.getppid() and me[0].pgid == os.getpgrp()
+    assert len(me) == 1
+    assert me[0].ppid == os.getppid()
+    assert me[0].pgid == os.getpgrp()
 
 
 def test_descendants_walks_the_tree():

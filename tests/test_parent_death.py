@@ -13,6 +13,7 @@ import signal
 import time
 
 import pytest
+
 from _support import SHORT, alive, describe, scenario, wait_for, wait_gone
 
 pytestmark = pytest.mark.linux
@@ -70,7 +71,7 @@ def test_pool_built_in_exited_thread_survives_thread_then_dies_with_parent(tmp_p
         assert set(r["workers"]) == set(r["first_workers"])
         assert wait_gone(r["workers"], 0.3) == r["workers"]
         assert any("non-main thread" in w for w in r["warnings"]), r["warnings"]
-        left, dt = _sigkill_and_measure(sc, r)
+        left, _ = _sigkill_and_measure(sc, r)
         assert not left, describe(left)
 
 

@@ -6,6 +6,7 @@ import time
 
 import psutil
 import pytest
+
 from _support import SHORT, alive, scenario, wait_for
 
 pytestmark = pytest.mark.linux

@@ -10,6 +10,7 @@ import time
 
 import psutil
 import pytest
+
 from _support import SCENARIOS, SHORT, alive, describe, scenario, wait_for, wait_gone
 
 pytestmark = pytest.mark.linux
@@ -36,7 +37,9 @@ def test_control_parent_signal_orphans_stdlib_workers(tmp_path):
         sc.signal(signal.SIGTERM)
         assert sc.wait(SHORT) == -signal.SIGTERM
         left = wait_gone(r["workers"] + r["grandchildren"], 1.0)
-        assert set(left) == set(r["workers"] + r["grandchildren"]), "control no longer leaks"
+        assert set(left) == set(r["workers"] + r["grandchildren"]), (
+            "control no longer leaks"
+        )
 
 
 def test_worker_ignoring_sigterm_is_sigkilled_after_grace(tmp_path):
@@ -105,7 +108,8 @@ def test_control_recursion_trap_cascades(tmp_path):
 def _pipeline(tmp_path, mode):
     out = tmp_path / "out.txt"
     script = SCENARIOS / "pipeline.py"
-    cmd = f"{shlex.quote(sys.executable)} {shlex.quote(str(script))} {{report}} {mode} | tee {shlex.quote(str(out))} >/dev/null"
+    py, sc = shlex.quote(sys.executable), shlex.quote(str(script))
+    cmd = f"{py} {sc} {{report}} {mode} | tee {shlex.quote(str(out))} >/dev/null"
     return out, ["sh", "-c", cmd]
 
 
@@ -134,7 +138,7 @@ def test_pipeline_bystander_survives(tmp_path):
 
 
 def test_control_seed_killpg_kills_the_pipeline(tmp_path):
-    out, argv = _pipeline(tmp_path, "seed")
+    _, argv = _pipeline(tmp_path, "seed")
     with scenario("pipeline", tmp_path, argv=argv) as sc:
         r = sc.report()
         tee = _tee_of(sc.pid)
@@ -162,7 +166,7 @@ def test_ctrl_c_reaches_parent_only(tmp_path):
 
 def test_control_ctrl_c_stdlib_workers_print_tracebacks(tmp_path):
     with scenario("ctrl_c", tmp_path, "stdlib", "4") as sc:
-        r = sc.report()
+        sc.report()
         os.killpg(sc.pid, signal.SIGINT)
         # Workers print KeyboardInterrupt tracebacks (up to 4, plus the
         # parent's; how many finish printing before the parent's terminate()

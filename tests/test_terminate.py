@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from _support import SHORT, describe, scenario, wait_for, wait_gone
 
 pytestmark = pytest.mark.linux

@@ -66,9 +66,7 @@ def prepare(plan: ChildPlan, mask: set[int]) -> int:
         for sig in plan.signals:
             if sig == signal.SIGINT:
                 handler = (
-                    signal.SIG_IGN
-                    if plan.pool_worker
-                    else signal.default_int_handler
+                    signal.SIG_IGN if plan.pool_worker else signal.default_int_handler
                 )
                 signal.signal(sig, handler)
             else:

@@ -14,10 +14,11 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
-
 from multiprocessing import util
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 __all__ = [
     "CHILD_RUNS_ATEXIT",
@@ -39,14 +40,14 @@ CHILD_RUNS_ATEXIT = sys.version_info >= (3, 13)
 def child_atexit_begin() -> None:
     """In a fork child: what 3.13's popen_fork does before ``_bootstrap``."""
     if CHILD_RUNS_ATEXIT:
-        atexit._clear()  # type: ignore[attr-defined]  # private, 3.13 mirror
-        atexit.register(util._exit_function)  # type: ignore[attr-defined]
+        atexit._clear()  # type: ignore[attr-defined,unused-ignore]
+        atexit.register(util._exit_function)  # type: ignore[attr-defined,unused-ignore]
 
 
 def child_atexit_end() -> None:
     """In a fork child: what 3.13's popen_fork does before ``os._exit``."""
     if CHILD_RUNS_ATEXIT:
-        atexit._run_exitfuncs()  # type: ignore[attr-defined]
+        atexit._run_exitfuncs()  # type: ignore[attr-defined,unused-ignore]
 
 
 def register_context(name: str, ctx: object) -> object:

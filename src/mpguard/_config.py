@@ -14,8 +14,11 @@ from __future__ import annotations
 import math
 import os
 import signal
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 __all__ = ["GuardPolicy", "configure", "disabled_capabilities", "get_policy"]
 

@@ -26,7 +26,13 @@ if TYPE_CHECKING:
 
     from ._pool import GuardedPool
 
-__all__ = ["START_METHOD", "GuardedContext", "GuardedProcess", "get_context", "register"]
+__all__ = [
+    "START_METHOD",
+    "GuardedContext",
+    "GuardedProcess",
+    "get_context",
+    "register",
+]
 
 #: The key under which mpguard registers its context.
 START_METHOD = "guarded"
@@ -64,9 +70,9 @@ class GuardedContext(ForkContext):
     """
 
     _name = "fork"
-    Process = GuardedProcess  # type: ignore[assignment]
+    Process = GuardedProcess  # type: ignore[assignment,unused-ignore]
 
-    def Pool(  # type: ignore[override]  # noqa: N802 - stdlib name
+    def Pool(  # type: ignore[override,unused-ignore]  # noqa: N802 - stdlib name
         self,
         processes: int | None = None,
         initializer: Callable[..., object] | None = None,

@@ -114,9 +114,7 @@ def _as_signal(sig: int | None) -> _signal.Signals | int | None:
         return sig
 
 
-def _rebuild(
-    cls: type[MPGuardError], msg: str, state: dict[str, Any]
-) -> MPGuardError:
+def _rebuild(cls: type[MPGuardError], msg: str, state: dict[str, Any]) -> MPGuardError:
     return cls(msg, **state)
 
 

@@ -124,7 +124,7 @@ class Guard:
         try:
             # The mask survives exec: the guardian starts with the guarded
             # signals blocked and ignores them before unblocking.
-            self.guardian = subprocess.Popen(  # noqa: S603 - fixed argv
+            self.guardian = subprocess.Popen(
                 [
                     sys.executable,
                     "-I",
@@ -170,9 +170,7 @@ class Guard:
 
     def usable(self) -> bool:
         """True if new children may be started under this guard."""
-        return (
-            self.owner_pid == os.getpid() and not self.closed and not self.broken
-        )
+        return self.owner_pid == os.getpid() and not self.closed and not self.broken
 
     def child_plan(self, *, pool_worker: bool) -> ChildPlan:
         """What a child forked now must do before running its target."""
@@ -199,9 +197,7 @@ class Guard:
             # fails the same call and exits with EXIT_SETUP_FAILED.
             self._mark_broken(f"setpgid failed: {e}")
             msg = "could not put the child in the guard's process group"
-            raise GuardSetupError(
-                msg, pid=pid, pgid=self.pgid, errno=e.errno
-            ) from e
+            raise GuardSetupError(msg, pid=pid, pgid=self.pgid, errno=e.errno) from e
 
     def register(self, popen: Popen, *, reap: bool) -> None:
         """Track a started child; *reap* it as soon as it exits."""
@@ -216,9 +212,7 @@ class Guard:
         with self.lock:
             self.children.pop(popen.pid, None)
         self._reaper.unwatch(popen.sentinel)
-        log.debug(
-            "reaped pid=%d exitcode=%s", popen.pid, popen.returncode
-        )
+        log.debug("reaped pid=%d exitcode=%s", popen.pid, popen.returncode)
 
     def release_fd(self, fd: int) -> None:
         """Stop watching *fd* before its owner closes it."""
@@ -299,9 +293,7 @@ class Guard:
                 return n  # cheap check first; scan /proc only when needed
             table = _platform.process_table()
             members = [
-                pid
-                for pid in _platform.group_members(pgid, table)
-                if pid != pgid
+                pid for pid in _platform.group_members(pgid, table) if pid != pgid
             ]
             return len(members) + (procs_alive(escapees) if escapees else 0)
 
@@ -425,7 +417,7 @@ class _Reaper:
 
     def _run(self) -> None:
         sel = self.sel
-        assert sel is not None  # noqa: S101 - set before the thread starts
+        assert sel is not None
         # Without pidfds a sentinel may stay open while grandchildren hold
         # its write end, so every watched child is polled every 50 ms.
         timeout = None if _platform.HAS_PIDFD else 0.05
@@ -454,7 +446,7 @@ class _Reaper:
             sel.close()
             self.sel = None
             self.watched.clear()
-            util.close_fds(self.wake_r, self.wake_w)
+            util.close_fds(self.wake_r, self.wake_w)  # type: ignore[attr-defined]
 
 
 _guard: Guard | None = None
@@ -474,7 +466,12 @@ def current_guard() -> Guard:
     if g is None or not g.usable():
         with _guard_lock:
             g = _guard
-            if g is not None and g.closing and not g.closed and g.owner_pid == os.getpid():
+            if (
+                g is not None
+                and g.closing
+                and not g.closed
+                and g.owner_pid == os.getpid()
+            ):
                 msg = "the guard is tearing down; no new child may start"
                 raise GuardClosedError(msg, pgid=g.pgid)
             if g is None or not g.usable():

@@ -12,7 +12,6 @@ import logging
 import signal
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
 from multiprocessing.connection import wait as mp_wait
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +19,8 @@ from . import _platform
 from ._errors import EscalationWarning
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+
     import psutil
 
 __all__ = ["Target", "escalate", "kill_tree", "snapshot_descendants"]

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import multiprocessing.pool
 import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _compat
 from ._config import get_policy, validate_grace
 from ._context import GuardedContext, GuardedProcess, register
 from ._guard import current_guard
 from ._kill import kill_tree
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
 
 __all__ = ["GuardedPool"]
 
@@ -107,7 +109,12 @@ class GuardedPool(multiprocessing.pool.Pool):
             super().join()
             return
         deadline = time.monotonic() + 0.5
-        for thread in (self._worker_handler, self._task_handler, self._result_handler):
+        threads = (
+            self._worker_handler,  # type: ignore[attr-defined]
+            self._task_handler,  # type: ignore[attr-defined]
+            self._result_handler,  # type: ignore[attr-defined]
+        )
+        for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         for p in self._pool:
             p.join(max(0.0, deadline - time.monotonic()))

@@ -158,4 +158,4 @@ class Popen(popen_fork.Popen):
 
 def _release(guard: Guard, sentinel: int, fds: tuple[int, ...]) -> None:
     guard.release_fd(sentinel)
-    util.close_fds(*fds)
+    util.close_fds(*fds)  # type: ignore[attr-defined]

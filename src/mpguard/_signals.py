@@ -41,10 +41,12 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from types import FrameType
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from ._errors import GuardDegradedWarning, signal_name
+
+if TYPE_CHECKING:
+    from types import FrameType
 
 __all__ = ["GuardHandler", "install", "uninstall"]
 
@@ -111,7 +113,7 @@ def _die_by(signum: int) -> None:
         try:
             if stream is not None:
                 stream.flush()
-        except Exception:  # noqa: BLE001, S110 - best effort while dying
+        except Exception:  # noqa: BLE001 - best effort while dying
             pass
     signal.signal(signum, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
@@ -173,6 +175,9 @@ def uninstall(installed: dict[signal.Signals, GuardHandler]) -> None:
     """Restore the dispositions replaced by :func:`install` (main thread)."""
     if threading.current_thread() is not threading.main_thread():
         return
-    for sig, handler in installed.items():
-        if signal.getsignal(sig) is handler:
-            signal.signal(sig, handler.previous)  # type: ignore[arg-type]
+    for sig, h in installed.items():
+        previous = h.previous
+        # Only restore what is still ours: a handler the user installed
+        # after us stays.
+        if signal.getsignal(sig) is h:
+            signal.signal(sig, previous)  # type: ignore[arg-type]

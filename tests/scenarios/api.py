@@ -84,7 +84,9 @@ def main() -> None:
 
     # SemLock: unlinked at once, no resource tracker (platform-facts §1.2).
     ctx.Lock()
-    out["resource_tracker_started"] = resource_tracker._resource_tracker._pid is not None
+    out["resource_tracker_started"] = (
+        resource_tracker._resource_tracker._pid is not None
+    )
 
     q = ctx.Queue()
     p = ctx.Process(target=child_info, args=(q,))
@@ -150,10 +152,13 @@ def main() -> None:
 
     first_pgid = out["guardian_pgid"]
     mpguard.shutdown()
-    out["sigterm_restored_after_shutdown"] = signal.getsignal(signal.SIGTERM) is user_term
+    out["sigterm_restored_after_shutdown"] = (
+        signal.getsignal(signal.SIGTERM) is user_term
+    )
     with ctx.Pool(1) as pool:
         out["new_guard_pgid"] = os.getpgid(pool._pool[0].pid)
     out["new_guard_differs"] = out["new_guard_pgid"] != first_pgid
+
     # Negative control for the _name decision: the same context named
     # anything but "fork" makes SemLock register with a resource tracker.
     class Misnamed(ForkContext):

@@ -110,7 +110,9 @@ def main() -> None:
     outdir = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(a.report)))
     args = [(outdir, i, a.busy, a.setsid, a.ignore_term) for i in range(a.workers)]
     result = pool.map_async(task, args, chunksize=1)
-    infos = wait_files(outdir, a.workers, timeout=10.0 if a.mode == "pdeathsig" else 30.0)
+    infos = wait_files(
+        outdir, a.workers, timeout=10.0 if a.mode == "pdeathsig" else 30.0
+    )
     report(
         a.report,
         pid=os.getpid(),

@@ -48,8 +48,14 @@ def main() -> None:
     z0 = zombies()
     time.sleep(0.1)
     z1 = zombies()
-    report(path, pid=os.getpid(), workers=sorted(set(pids)), hung=hung,
-           zombies_at_once=z0, zombies_after_100ms=z1)
+    report(
+        path,
+        pid=os.getpid(),
+        workers=sorted(set(pids)),
+        hung=hung,
+        zombies_at_once=z0,
+        zombies_after_100ms=z1,
+    )
     if hung:
         os._exit(0)  # the stdlib pool cannot be shut down cleanly now
     pool.close()

@@ -41,7 +41,9 @@ def main() -> None:
     for i in range(100):
         print(f"line {i}")
     sys.stdout.flush()
-    report(path, pid=os.getpid(), pgid=os.getpgrp(), workers=[w.pid for w in pool._pool])
+    report(
+        path, pid=os.getpid(), pgid=os.getpgrp(), workers=[w.pid for w in pool._pool]
+    )
     hold()
 
 
