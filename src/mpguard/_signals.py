@@ -180,4 +180,4 @@ def uninstall(installed: dict[signal.Signals, GuardHandler]) -> None:
         # Only restore what is still ours: a handler the user installed
         # after us stays.
         if signal.getsignal(sig) is h:
-            signal.signal(sig, previous)  # type: ignore[arg-type]
+            signal.signal(sig, previous)
