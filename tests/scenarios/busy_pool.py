@@ -52,9 +52,11 @@ def quick(_: int) -> int:
     return os.getpid()
 
 
-def arm_pdeathsig() -> None:
+def arm_pdeathsig(marker_dir: str) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    with open(os.path.join(marker_dir, f"{os.getpid()}.json"), "w") as f:
+        f.write("{}")
 
 
 def main() -> None:
@@ -76,8 +78,10 @@ def main() -> None:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
     kw: dict = {}
+    armed = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(a.report)))
     if a.mode == "pdeathsig":
         kw["initializer"] = arm_pdeathsig
+        kw["initargs"] = (armed,)
     if a.churn:
         kw["maxtasksperchild"] = 1
     if a.grace is not None and a.mode == "guarded":
@@ -91,6 +95,11 @@ def main() -> None:
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
             box["pool"] = get_pool(mode, a.workers, **kw)
+            if a.mode == "pdeathsig":
+                # Exit the thread only once every worker has armed
+                # pdeathsig: arming after the thread is gone never fires
+                # (the man page's race), which would make this flaky.
+                wait_files(armed, a.workers)
         caught.extend(f"{x.category.__name__}: {x.message}" for x in w)
 
     if a.in_thread:
