@@ -45,8 +45,10 @@ def main() -> int:
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if os.path.exists(out) and "ready" in open(out).read():
-            break
+        if os.path.exists(out):
+            with open(out) as f:
+                if "ready" in f.read():
+                    break
         time.sleep(0.01)
     py = [c for c in psutil.Process(shell.pid).children() if c.name() != "tee"]
     py[0].send_signal(signal.SIGTERM)
