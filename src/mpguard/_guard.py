@@ -377,9 +377,12 @@ class _Reaper:
             if self.stopped:
                 return
             sel = self.sel or self._start()
-            sel.register(popen.sentinel, selectors.EVENT_READ)
+            # Both under the lock: the reaper maps a ready fd through
+            # ``watched``.  No wake-up write: epoll reports an fd added
+            # while another thread waits, and waking the reaper for
+            # nothing made it contend for the GIL on every start().
             self.watched[popen.sentinel] = popen
-        self._wake()
+            sel.register(popen.sentinel, selectors.EVENT_READ)
 
     def unwatch(self, fd: int) -> None:
         with self.lock:

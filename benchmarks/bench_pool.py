@@ -1,0 +1,168 @@
+"""GuardedPool vs the stdlib fork Pool, interleaved in one run.
+
+    python benchmarks/bench_pool.py [--rounds 7] [--quick]
+
+Each round runs every case once for each pool, alternating which goes
+first, after one warm-up round (it also starts mpguard's guardian, a
+once-per-process cost).  The table reports medians and the ratio
+guarded / stdlib: for throughput higher is better, for times lower is
+better.  The machine is noisy: compare ratios, not absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import psutil
+
+import mpguard
+
+STD = mp.get_context("fork")
+
+
+def noop(x: int) -> int:
+    return x
+
+
+_counter = None
+
+
+def set_counter(counter) -> None:
+    global _counter
+    _counter = counter
+
+
+def sleeper(_: int) -> None:
+    # Synchronized values cannot be pickled into tasks; the counter is
+    # inherited through the pool's initializer instead.
+    with _counter.get_lock():
+        _counter.value += 1
+    time.sleep(600)
+
+
+def make(kind: str, n: int, **kw):
+    if kind == "guarded":
+        return mpguard.GuardedPool(n, **kw)
+    return STD.Pool(n, **kw)
+
+
+def bench_map(kind: str, items: int) -> float:
+    with make(kind, 2) as pool:
+        pool.map(noop, range(100))
+        t0 = time.perf_counter()
+        pool.map(noop, range(items))
+        return items / (time.perf_counter() - t0)
+
+
+def bench_apply(kind: str, items: int) -> float:
+    with make(kind, 2) as pool:
+        t0 = time.perf_counter()
+        results = [pool.apply_async(noop, (i,)) for i in range(items)]
+        for r in results:
+            r.get()
+        return items / (time.perf_counter() - t0)
+
+
+def bench_start_close(kind: str, n: int) -> float:
+    t0 = time.perf_counter()
+    pool = make(kind, n)
+    pool.close()
+    pool.join()
+    return time.perf_counter() - t0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def bench_terminate(kind: str, n: int) -> float:
+    counter = STD.Value("i", 0)
+    pool = make(kind, n, initializer=set_counter, initargs=(counter,))
+    pool.map_async(sleeper, range(n), chunksize=1)
+    deadline = time.monotonic() + 60
+    while counter.value < n:
+        if time.monotonic() > deadline:
+            raise RuntimeError("workers did not all start their task")
+        time.sleep(0.005)
+    pids = [w.pid for w in pool._pool]
+    t0 = time.perf_counter()
+    pool.terminate()
+    while any(_alive(p) for p in pids):
+        time.sleep(0.001)
+    dt = time.perf_counter() - t0
+    pool.join()
+    return dt
+
+
+def bench_churn(kind: str, tasks: int) -> float:
+    pool = make(kind, 2, maxtasksperchild=1)
+    t0 = time.perf_counter()
+    pool.map(noop, range(tasks), chunksize=1)
+    dt = time.perf_counter() - t0
+    # close+join, not terminate: the stdlib Pool's terminate() can race its
+    # own respawning thread and hang forever (gh-96995; seen here).
+    pool.close()
+    pool.join()
+    return tasks / dt
+
+
+def cases(quick: bool) -> list[tuple[str, str, Callable[[str], float], bool]]:
+    k = 10 if quick else 1
+    return [
+        ("map of 100k tiny items", "items/s", lambda p: bench_map(p, 100_000 // k), True),
+        ("20k apply_async", "tasks/s", lambda p: bench_apply(p, 20_000 // k), True),
+        ("start+close, 8 workers", "s", lambda p: bench_start_close(p, 8), False),
+        ("start+close, 32 workers", "s", lambda p: bench_start_close(p, 32), False),
+        ("terminate 32 busy workers", "s", lambda p: bench_terminate(p, 32), False),
+        ("maxtasksperchild=1 churn", "tasks/s", lambda p: bench_churn(p, 400 // k), True),
+    ]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--quick", action="store_true", help="smaller sizes (smoke test)")
+    a = ap.parse_args()
+    table = cases(a.quick)
+    results: dict[tuple[str, str], list[float]] = {}
+    for rnd in range(a.rounds + 1):
+        for name, _, fn, _ in table:
+            order = ("guarded", "stdlib") if rnd % 2 else ("stdlib", "guarded")
+            for kind in order:
+                value = fn(kind)
+                if rnd:  # round 0 is the warm-up
+                    results.setdefault((name, kind), []).append(value)
+    print(f"Python {platform.python_version()}, {os.cpu_count()} CPUs, "
+          f"{a.rounds} rounds{' (quick)' if a.quick else ''}; medians\n")
+    print("| case | stdlib fork Pool | GuardedPool | ratio | target |")
+    print("|---|---|---|---|---|")
+    targets = {
+        "map of 100k tiny items": ">= 0.97x",
+        "20k apply_async": ">= 0.97x",
+        "start+close, 8 workers": "time <= 1.15x",
+        "start+close, 32 workers": "time <= 1.15x",
+        "terminate 32 busy workers": "time <= 1.0x (aim 0.5x)",
+        "maxtasksperchild=1 churn": ">= 1.0x",
+    }
+    for name, unit, _, higher in table:
+        s = statistics.median(results[(name, "stdlib")])
+        g = statistics.median(results[(name, "guarded")])
+        ratio = g / s
+        fmt = (lambda v: f"{v:,.0f} {unit}") if higher else (lambda v: f"{v * 1000:.1f} ms")
+        kind = "throughput" if higher else "time"
+        print(f"| {name} | {fmt(s)} | {fmt(g)} | {ratio:.2f}x {kind} | {targets[name]} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
