@@ -18,11 +18,14 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import psutil
 
 import mpguard
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 STD = mp.get_context("fork")
 
@@ -116,16 +119,36 @@ def bench_churn(kind: str, tasks: int) -> float:
     return tasks / dt
 
 
-def cases(quick: bool) -> list[tuple[str, str, Callable[[str], float], bool]]:
+Case = tuple[str, str, "Callable[[str], float]", bool]
+
+
+def cases(quick: bool) -> list[Case]:
+    """(name, unit, run(kind) -> value, higher_is_better) for each case."""
     k = 10 if quick else 1
     return [
-        ("map of 100k tiny items", "items/s", lambda p: bench_map(p, 100_000 // k), True),
+        (
+            "map of 100k tiny items",
+            "items/s",
+            lambda p: bench_map(p, 100_000 // k),
+            True,
+        ),
         ("20k apply_async", "tasks/s", lambda p: bench_apply(p, 20_000 // k), True),
-        ("start+close, 8 workers", "s", lambda p: bench_start_close(p, 8), False),
-        ("start+close, 32 workers", "s", lambda p: bench_start_close(p, 32), False),
-        ("terminate 32 busy workers", "s", lambda p: bench_terminate(p, 32), False),
-        ("maxtasksperchild=1 churn", "tasks/s", lambda p: bench_churn(p, 400 // k), True),
+        ("start+close, 8 workers", "ms", lambda p: bench_start_close(p, 8), False),
+        ("start+close, 32 workers", "ms", lambda p: bench_start_close(p, 32), False),
+        ("terminate 32 busy workers", "ms", lambda p: bench_terminate(p, 32), False),
+        (
+            "maxtasksperchild=1 churn",
+            "tasks/s",
+            lambda p: bench_churn(p, 400 // k),
+            True,
+        ),
     ]
+
+
+def fmt(value: float, unit: str) -> str:
+    if unit == "ms":
+        return f"{value * 1000:.1f} ms"
+    return f"{value:,.0f} {unit}"
 
 
 def main() -> int:
@@ -142,8 +165,10 @@ def main() -> int:
                 value = fn(kind)
                 if rnd:  # round 0 is the warm-up
                     results.setdefault((name, kind), []).append(value)
-    print(f"Python {platform.python_version()}, {os.cpu_count()} CPUs, "
-          f"{a.rounds} rounds{' (quick)' if a.quick else ''}; medians\n")
+    print(
+        f"Python {platform.python_version()}, {os.cpu_count()} CPUs, "
+        f"{a.rounds} rounds{' (quick)' if a.quick else ''}; medians\n"
+    )
     print("| case | stdlib fork Pool | GuardedPool | ratio | target |")
     print("|---|---|---|---|---|")
     targets = {
@@ -158,9 +183,9 @@ def main() -> int:
         s = statistics.median(results[(name, "stdlib")])
         g = statistics.median(results[(name, "guarded")])
         ratio = g / s
-        fmt = (lambda v: f"{v:,.0f} {unit}") if higher else (lambda v: f"{v * 1000:.1f} ms")
         kind = "throughput" if higher else "time"
-        print(f"| {name} | {fmt(s)} | {fmt(g)} | {ratio:.2f}x {kind} | {targets[name]} |")
+        row = [name, fmt(s, unit), fmt(g, unit), f"{ratio:.2f}x {kind}", targets[name]]
+        print("| " + " | ".join(row) + " |")
     return 0
 
 

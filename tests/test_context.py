@@ -70,6 +70,14 @@ def test_handlers_installed_before_fork_and_reset_in_children(api):
         assert w["sigint"] == repr(signal.SIG_IGN)
 
 
+def test_plain_fork_children_see_pre_mpguard_dispositions(api):
+    # Not mpguard's Python-level handler: a signal arriving between fork()
+    # and CPython's after-fork reset would be lost with it (a stdlib Pool's
+    # terminate() hung that way in the benchmark).
+    assert "user_term" in api["plain_child"]["sigterm"]
+    assert "GuardHandler" not in api["plain_child"]["sigint"]
+
+
 def test_unclosed_pool_warns(api):
     assert "ResourceWarning" in api["unclosed_warning"]
 

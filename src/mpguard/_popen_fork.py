@@ -24,7 +24,7 @@ from multiprocessing import popen_fork, util
 from multiprocessing.connection import wait as mp_wait
 from typing import Any
 
-from . import _child, _compat, _platform
+from . import _child, _compat, _platform, _signals
 from ._errors import GuardSetupError
 from ._guard import Guard, current_guard
 
@@ -52,6 +52,7 @@ class Popen(popen_fork.Popen):
         if not use_pidfd:
             parent_r, child_w = os.pipe()
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, guard.block)
+        _signals.guarded_fork(True)
         try:
             pid = os.fork()
             if pid == 0:  # child: ends in os._exit, never returns
@@ -71,6 +72,7 @@ class Popen(popen_fork.Popen):
                         _compat.child_atexit_end()
                     os._exit(code)
         finally:
+            _signals.guarded_fork(False)
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         self.pid = pid
         self._guard = guard

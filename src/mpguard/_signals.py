@@ -48,7 +48,7 @@ from ._errors import GuardDegradedWarning, signal_name
 if TYPE_CHECKING:
     from types import FrameType
 
-__all__ = ["GuardHandler", "install", "uninstall"]
+__all__ = ["GuardHandler", "guarded_fork", "install", "uninstall"]
 
 log = logging.getLogger("mpguard")
 
@@ -124,6 +124,61 @@ def _die_by(signum: int) -> None:
     os._exit(128 + signum)
 
 
+# --- every other fork ------------------------------------------------------
+#
+# A child forked by anything but mpguard (a stdlib fork Pool in the same
+# program, os.fork()) would inherit our *Python-level* handlers.  A signal
+# that lands between fork() and CPython's after-fork reset of the signal
+# module trips the C flag that ``_PySignal_AfterFork`` then clears: the
+# signal is lost, where SIG_DFL would have killed the child.  Seen here: a
+# stdlib Pool's terminate() hung on a worker that lost its SIGTERM.  So
+# while handlers are installed, every fork blocks the handled signals, and
+# the child restores the dispositions it would have had without mpguard
+# before unblocking them.  Guarded forks do the same themselves, with their
+# own policy, and are skipped.
+
+_installed: dict[signal.Signals, GuardHandler] = {}
+_local = threading.local()
+
+
+def guarded_fork(active: bool) -> None:
+    """Mark the calling thread as inside a guarded fork (skips the hooks)."""
+    _local.guarded = active
+
+
+def _before_fork() -> None:
+    if _installed and not getattr(_local, "guarded", False):
+        _local.mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(_installed))
+
+
+def _after_fork_in_parent() -> None:
+    mask = getattr(_local, "mask", None)
+    if mask is not None:
+        _local.mask = None
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def _after_fork_in_child() -> None:
+    mask = getattr(_local, "mask", None)
+    _local.mask = None
+    _local.guarded = False
+    if mask is not None:
+        try:
+            for sig, h in _installed.items():
+                signal.signal(sig, h.previous)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    # Whatever kind of child this is, it owns none of the parent's handlers.
+    _installed.clear()
+
+
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
+
+
 def install(
     sigs: tuple[signal.Signals, ...],
     owner_pid: int,
@@ -167,6 +222,7 @@ def install(
         handler = GuardHandler(sig, previous, owner_pid, on_terminate)
         signal.signal(sig, handler)
         installed[sig] = handler
+        _installed[sig] = handler
         log.debug("installed handler for %s", signal_name(sig))
     return installed
 
@@ -181,3 +237,5 @@ def uninstall(installed: dict[signal.Signals, GuardHandler]) -> None:
         # after us stays.
         if signal.getsignal(sig) is h:
             signal.signal(sig, previous)
+        if _installed.get(sig) is h:
+            del _installed[sig]

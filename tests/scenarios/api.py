@@ -99,6 +99,15 @@ def main() -> None:
     out["sigterm_chains_user_handler"] = getattr(h, "previous", None) is user_term
     out["sighup_left_ignored"] = signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
 
+    # A child forked outside mpguard while its handlers are installed sees
+    # exactly what it would see without mpguard: the user's handler.
+    plain = mp.get_context("fork")
+    q2 = plain.Queue()
+    p = plain.Process(target=child_info, args=(q2,))
+    p.start()
+    out["plain_child"] = q2.get(timeout=10)
+    p.join(10)
+
     ev = ctx.Event()
     p = ctx.Process(target=event_setter, args=(ev,))
     p.start()
