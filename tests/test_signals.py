@@ -120,14 +120,20 @@ def _tee_of(shell_pid: int) -> int:
     raise AssertionError("no tee in the pipeline")
 
 
+def _sigterm_parent_of_pipeline(sc) -> tuple[dict, int]:
+    """Wait for the pipeline, then SIGTERM its Python side; return (r, tee)."""
+    r = sc.report()
+    tee = _tee_of(sc.pid)
+    sc.pids.add(tee)
+    assert r["pgid"] == os.getpgid(tee), "tee shares the parent's group"
+    os.kill(r["pid"], signal.SIGTERM)
+    return r, tee
+
+
 def test_pipeline_bystander_survives(tmp_path):
     out, argv = _pipeline(tmp_path, "guarded")
     with scenario("pipeline", tmp_path, argv=argv) as sc:
-        r = sc.report()
-        tee = _tee_of(sc.pid)
-        sc.pids.add(tee)
-        assert r["pgid"] == os.getpgid(tee), "tee shares the parent's group"
-        os.kill(r["pid"], signal.SIGTERM)
+        r, _ = _sigterm_parent_of_pipeline(sc)
         # The shell's status is tee's: tee was not signalled and exited 0
         # after reading everything, the parent's last line included.
         assert sc.wait(SHORT) == 0
@@ -140,10 +146,7 @@ def test_pipeline_bystander_survives(tmp_path):
 def test_control_seed_killpg_kills_the_pipeline(tmp_path):
     _, argv = _pipeline(tmp_path, "seed")
     with scenario("pipeline", tmp_path, argv=argv) as sc:
-        r = sc.report()
-        tee = _tee_of(sc.pid)
-        sc.pids.add(tee)
-        os.kill(r["pid"], signal.SIGTERM)
+        _, tee = _sigterm_parent_of_pipeline(sc)
         # killpg(getpgid(getpid())) hit the shell and tee as well.
         assert sc.wait(SHORT) == -signal.SIGKILL
         assert not alive(tee)

@@ -52,17 +52,20 @@ class Target:
 def _wait_gone(target: Target, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while True:
+        # Wait for our own children one at a time, as the stdlib's joins do:
+        # each pidfd (or sentinel) wakes us exactly when that child exits,
+        # without re-polling every child on each wake-up while the kernel
+        # is busy tearing the others down.
+        for fd in target.waitables():
+            left = deadline - time.monotonic()
+            if left <= 0 or not mp_wait([fd], left):
+                break
         if not target.remaining():
             return True
         left = deadline - time.monotonic()
         if left <= 0:
             return False
-        fds = target.waitables()
-        if fds:
-            # pidfds (or sentinels) wake us the moment a child exits.
-            mp_wait(fds, min(left, 0.02))
-        else:
-            time.sleep(min(left, _TICK))
+        time.sleep(min(left, _TICK))  # descendants: not our children
 
 
 def escalate(target: Target, grace: float) -> bool:

@@ -21,10 +21,16 @@ def process_table() -> list[ProcEntry]:
         if not name.isdigit():
             continue
         try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                data = f.read()
+            # Raw os.open/os.read: no buffered file object per process.
+            fd = os.open(f"/proc/{name}/stat", os.O_RDONLY)
         except OSError:  # exited while we listed
             continue
+        try:
+            data = os.read(fd, 1024)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
         # The command name is in parentheses and may itself contain spaces
         # and parentheses: split after the last ')'.
         fields = data[data.rfind(b")") + 2 :].split()
