@@ -95,6 +95,9 @@ def main() -> None:
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
             box["pool"] = get_pool(mode, a.workers, **kw)
+            # Recorded here: once this thread ends, a pdeathsig pool's
+            # workers die and its handler thread forks replacements.
+            box["first"] = [w.pid for w in box["pool"]._pool]
             if a.mode == "pdeathsig":
                 # Exit the thread only once every worker has armed
                 # pdeathsig: arming after the thread is gone never fires
@@ -109,7 +112,7 @@ def main() -> None:
     else:
         build()
     pool = box["pool"]
-    first = [w.pid for w in pool._pool]
+    first = box["first"]
     report(a.report + ".early", pid=os.getpid(), first_workers=first)
     if a.churn:
         # Each quick task retires its worker: the replacements are forked
