@@ -98,6 +98,27 @@ def test_debug_log_for_each_kill_and_reap_step(api):
         assert needle in log, needle
 
 
+def test_configure_chooses_the_handled_signals(api):
+    assert "default_int_handler" in api["sigint_after_configure"]
+    assert api["sigterm_after_configure"] == "GuardHandler"
+
+
+def test_setup_failure_is_raised_not_swallowed():
+    # No Python executable to run the guardian: a typed error, no child.
+    code = (
+        "import sys, mpguard\n"
+        "sys.executable = ''\n"
+        "try:\n"
+        "    mpguard.GuardedPool(1)\n"
+        "except mpguard.GuardSetupError as e:\n"
+        "    print('raised:', e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert "raised: cannot start the guardian" in out.stdout, out.stderr
+
+
 def test_get_context_works_in_a_fresh_interpreter():
     code = (
         "import multiprocessing as mp, mpguard;"

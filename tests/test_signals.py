@@ -31,6 +31,17 @@ def test_parent_signal_tears_group_down_then_dies_of_it(tmp_path, sig):
         print(f"{sig.name}: parent and tree gone in {dt * 1000:.0f} ms")
 
 
+def test_parent_sigterm_also_kills_setsid_escapees(tmp_path):
+    # A grandchild that left the group with setsid is found with psutil
+    # before the first signal, and torn down with the group.
+    with scenario("busy_pool", tmp_path, "guarded", "--setsid") as sc:
+        r = sc.report()
+        sc.signal(signal.SIGTERM)
+        assert sc.wait(SHORT) == -signal.SIGTERM
+        left = wait_gone(r["workers"] + r["grandchildren"], SHORT)
+        assert not left, describe(left)
+
+
 def test_control_parent_signal_orphans_stdlib_workers(tmp_path):
     with scenario("busy_pool", tmp_path, "stdlib") as sc:
         r = sc.report()

@@ -168,6 +168,14 @@ def main() -> None:
         out["new_guard_pgid"] = os.getpgid(pool._pool[0].pid)
     out["new_guard_differs"] = out["new_guard_pgid"] != first_pgid
 
+    # configure(signals=...) decides which signals the next guard handles.
+    mpguard.shutdown()
+    mpguard.configure(signals=(signal.SIGTERM,))
+    with ctx.Pool(1) as pool:
+        pool.map(square, [1])
+    out["sigint_after_configure"] = repr(signal.getsignal(signal.SIGINT))
+    out["sigterm_after_configure"] = type(signal.getsignal(signal.SIGTERM)).__name__
+
     # Negative control for the _name decision: the same context named
     # anything but "fork" makes SemLock register with a resource tracker.
     class Misnamed(ForkContext):
