@@ -119,6 +119,29 @@ def test_setup_failure_is_raised_not_swallowed():
     assert "raised: cannot start the guardian" in out.stdout, out.stderr
 
 
+def test_guardian_death_is_warned_and_a_new_guardian_follows():
+    code = (
+        "import os, signal, time, multiprocessing as mp, mpguard\n"
+        "ctx = mp.get_context('guarded')\n"
+        "p = ctx.Process(target=time.sleep, args=(60,)); p.start()\n"
+        "g1 = os.getpgid(p.pid)\n"
+        "os.kill(g1, signal.SIGKILL)\n"
+        "from mpguard import _guard\n"
+        "deadline = time.monotonic() + 5\n"
+        "while not _guard._guard.broken and time.monotonic() < deadline:\n"
+        "    time.sleep(0.01)\n"
+        "q = ctx.Process(target=time.sleep, args=(60,)); q.start()\n"
+        "print('new guardian:', os.getpgid(q.pid) != g1)\n"
+        "p.kill(); q.kill(); p.join(); q.join()\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert "new guardian: True" in out.stdout, out.stderr
+    assert "GuardDegradedWarning" in out.stderr
+    assert "guardian pid=" in out.stderr
+
+
 def test_get_context_works_in_a_fresh_interpreter():
     code = (
         "import multiprocessing as mp, mpguard;"

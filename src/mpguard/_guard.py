@@ -85,6 +85,9 @@ class Guard:
         self.ensure_handlers()
         self._start_guardian()
         self._reaper = _Reaper(self)
+        # Started now, not with the first plain Process: the guardian's
+        # death must be noticed in pool-only programs too.
+        self._reaper.start()
         # exitpriority < 0: run after multiprocessing's own exit function
         # has terminated daemonic children and joined the others, so the
         # stdlib semantics of non-daemonic Processes are kept.
@@ -336,8 +339,11 @@ class Guard:
         """Reaper callback: the guardian died while we still needed it."""
         if self.closing or self.closed:
             return
+        # Broken first, reaped second: once the leader is reaped its pgid
+        # may be recycled, and nothing may killpg it any more.
+        self._mark_broken("it exited")
         rc = self.guardian.poll()
-        self._mark_broken(f"exit code {rc}")
+        log.debug("guardian %d reaped, exit code %s", self.pgid, rc)
 
 
 class _Reaper:
@@ -371,6 +377,12 @@ class _Reaper:
         self.sel = sel
         threading.Thread(target=self._run, name="mpguard-reaper", daemon=True).start()
         return sel
+
+    def start(self) -> None:
+        """Start the thread (it watches the guardian's pidfd from now on)."""
+        with self.lock:
+            if self.sel is None and not self.stopped:
+                self._start()
 
     def watch(self, popen: Popen) -> None:
         with self.lock:
