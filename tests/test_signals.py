@@ -176,14 +176,15 @@ def test_ctrl_c_reaches_parent_only(tmp_path):
         _, err = sc.output()
         assert "KeyboardInterrupt" in err
         assert _tracebacks(err) == 1, err  # the parent's, no worker's
+        assert "PoolWorker" not in err, err
 
 
 def test_control_ctrl_c_stdlib_workers_print_tracebacks(tmp_path):
     with scenario("ctrl_c", tmp_path, "stdlib", "4") as sc:
         sc.report()
         os.killpg(sc.pid, signal.SIGINT)
-        # Workers print KeyboardInterrupt tracebacks (up to 4, plus the
-        # parent's; how many finish printing before the parent's terminate()
-        # SIGTERMs them is a race).  Any worker traceback shows the problem.
+        # Workers start printing KeyboardInterrupt tracebacks: "Process
+        # ForkPoolWorker-N:" is the header _bootstrap prints before one.
+        # How much of each gets out before the parent's terminate()
+        # SIGTERMs the worker is a race (up to 5 tracebacks in all).
         assert wait_for(lambda: "Process ForkPoolWorker" in sc.output()[1], SHORT)
-        assert wait_for(lambda: _tracebacks(sc.output()[1]) >= 2, SHORT)
