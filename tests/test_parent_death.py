@@ -122,5 +122,6 @@ def test_sigkill_without_pidfd_fallback(tmp_path):
     env = {"MPGUARD_DISABLE": "pidfd"}
     with scenario("busy_pool", tmp_path, "guarded", env=env) as sc:
         r = sc.report()
+        assert any("pidfds are unavailable" in w for w in r["warnings"])
         left, _ = _sigkill_and_measure(sc, r)
         assert not left, describe(left)

@@ -82,6 +82,15 @@ class Guard:
                 GuardDegradedWarning,
                 stacklevel=4,
             )
+        if not _platform.HAS_PIDFD:
+            warnings.warn(
+                "mpguard: pidfds are unavailable (they need Linux >= 5.3; "
+                "MPGUARD_DISABLE may turn them off): exited children are "
+                "reaped by polling every 50 ms, and parent death is noticed "
+                "through the guardian's lifeline pipe and getppid() (up to 1 s)",
+                GuardDegradedWarning,
+                stacklevel=4,
+            )
         self.ensure_handlers()
         self._start_guardian()
         self._reaper = _Reaper(self)
