@@ -26,7 +26,6 @@ __all__ = [
     "child_atexit_end",
     "guardian_spawn_kwargs",
     "register_context",
-    "registered_context",
     "replace_pool_terminator",
     "stop_pool_respawn",
 ]
@@ -61,12 +60,6 @@ def register_context(name: str, ctx: object) -> object:
     """
     table: dict[str, object] = multiprocessing.context._concrete_contexts  # type: ignore[attr-defined]
     return table.setdefault(name, ctx)
-
-
-def registered_context(name: str) -> object | None:
-    """The context registered under *name*, or None."""
-    table: dict[str, object] = multiprocessing.context._concrete_contexts  # type: ignore[attr-defined]
-    return table.get(name)
 
 
 def guardian_spawn_kwargs() -> dict[str, Any]:
