@@ -103,6 +103,17 @@ def test_configure_chooses_the_handled_signals(api):
     assert api["sigterm_after_configure"] == "GuardHandler"
 
 
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    """Run *code* in a fresh interpreter, in its own session."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        start_new_session=True,
+    )
+
+
 def test_setup_failure_is_raised_not_swallowed():
     # No Python executable to run the guardian: a typed error, no child.
     code = (
@@ -113,9 +124,7 @@ def test_setup_failure_is_raised_not_swallowed():
         "except mpguard.GuardSetupError as e:\n"
         "    print('raised:', e)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
-    )
+    out = _python(code)
     assert "raised: cannot start the guardian" in out.stdout, out.stderr
 
 
@@ -134,9 +143,7 @@ def test_guardian_death_is_warned_and_a_new_guardian_follows():
         "print('new guardian:', os.getpgid(q.pid) != g1)\n"
         "p.kill(); q.kill(); p.join(); q.join()\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
-    )
+    out = _python(code)
     assert "new guardian: True" in out.stdout, out.stderr
     assert "GuardDegradedWarning" in out.stderr
     assert "guardian pid=" in out.stderr
@@ -147,7 +154,5 @@ def test_get_context_works_in_a_fresh_interpreter():
         "import multiprocessing as mp, mpguard;"
         "print(mp.get_context('guarded').get_start_method())"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
-    assert out.stdout.strip() == "fork"
+    out = _python(code)
+    assert out.stdout.strip() == "fork", out.stderr
