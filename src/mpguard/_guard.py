@@ -74,6 +74,7 @@ class Guard:
         self.handlers: dict[signal.Signals, _signals.GuardHandler] = {}
         self._handlers_tried = False
         self._escapees: list[Any] = []
+        self._plans: dict[bool, ChildPlan] = {}
         self.block = frozenset(policy.signals) | _ALWAYS_BLOCKED
         if _platform.MACOS:
             warnings.warn(
@@ -123,6 +124,7 @@ class Guard:
         _signals.uninstall(self.handlers)
         self.policy = policy
         self.block = frozenset(policy.signals) | _ALWAYS_BLOCKED
+        self._plans = {}
         self.handlers = {}
         self._handlers_tried = False
         self.ensure_handlers()
@@ -189,13 +191,17 @@ class Guard:
         if self.closing:
             msg = "the guard is tearing down; no new child may start"
             raise GuardClosedError(msg, pgid=self.pgid)
-        return ChildPlan(
-            pgid=self.pgid,
-            parent_pid=self.owner_pid,
-            lifeline_fd=self.lifeline_w,
-            signals=tuple(sorted(self.block)),
-            pool_worker=pool_worker,
-        )
+        # Built once per policy, not once per fork (pools fork a lot).
+        plan = self._plans.get(pool_worker)
+        if plan is None:
+            plan = self._plans[pool_worker] = ChildPlan(
+                pgid=self.pgid,
+                parent_pid=self.owner_pid,
+                lifeline_fd=self.lifeline_w,
+                signals=tuple(sorted(self.block)),
+                pool_worker=pool_worker,
+            )
+        return plan
 
     def adopt(self, pid: int) -> None:
         """Parent side of ``setpgid``: put child *pid* in the group now."""
