@@ -98,6 +98,12 @@ def test_debug_log_for_each_kill_and_reap_step(api):
         assert needle in log, needle
 
 
+def test_set_start_method_guarded_makes_plain_process_guarded(api):
+    assert api["default_popen_module"] == "mpguard._popen_fork"
+    assert api["default_child"]["pgid"] != api["pgid"]
+    assert api["default_child"]["sigterm"] == repr(signal.SIG_DFL)
+
+
 def test_configure_chooses_the_handled_signals(api):
     assert "default_int_handler" in api["sigint_after_configure"]
     assert api["sigterm_after_configure"] == "GuardHandler"

@@ -505,6 +505,7 @@ def current_guard() -> Guard:
                 msg = "the guard is tearing down; no new child may start"
                 raise GuardClosedError(msg, pgid=g.pgid)
             if g is None or not g.usable():
+                _register_fork_hook()
                 g = _guard = Guard(get_policy())
     g.ensure_handlers()
     return g
@@ -538,12 +539,20 @@ def policy_changed() -> None:
         g.reinstall_handlers(get_policy())
 
 
+_hook_registered = False
+
+
+def _register_fork_hook() -> None:
+    # At the first guard, not at import (see _signals._register_fork_hooks).
+    global _hook_registered
+    if not _hook_registered:
+        _hook_registered = True
+        os.register_at_fork(after_in_child=_forget_in_child)
+
+
 def _forget_in_child() -> None:
     # A fork child owns nothing of its parent's guard; it builds its own if
     # it starts guarded children itself.
     global _guard, _guard_lock
     _guard = None
     _guard_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_in_child)

@@ -172,11 +172,21 @@ def _after_fork_in_child() -> None:
     _installed.clear()
 
 
-os.register_at_fork(
-    before=_before_fork,
-    after_in_parent=_after_fork_in_parent,
-    after_in_child=_after_fork_in_child,
-)
+_hooks_registered = False
+
+
+def _register_fork_hooks() -> None:
+    # Registered with the first handlers, not at import: ``import mpguard``
+    # has no side effect but the registration of "guarded".  Fork children
+    # inherit both the hooks and this flag.
+    global _hooks_registered
+    if not _hooks_registered:
+        _hooks_registered = True
+        os.register_at_fork(
+            before=_before_fork,
+            after_in_parent=_after_fork_in_parent,
+            after_in_child=_after_fork_in_child,
+        )
 
 
 def install(
@@ -203,6 +213,7 @@ def install(
             stacklevel=4,
         )
         return {}
+    _register_fork_hooks()
     installed: dict[signal.Signals, GuardHandler] = {}
     for sig in sigs:
         previous = signal.getsignal(sig)

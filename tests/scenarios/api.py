@@ -183,6 +183,14 @@ def main() -> None:
 
     Misnamed().Lock()
     out["misnamed_starts_tracker"] = resource_tracker._resource_tracker._pid is not None
+    # "guarded" as the global default: plain mp.Process is then guarded.
+    mp.set_start_method("guarded", force=True)
+    q3 = mp.SimpleQueue()
+    p = mp.Process(target=child_info, args=(q3,))
+    p.start()
+    out["default_child"] = q3.get()
+    p.join(10)
+    out["default_popen_module"] = type(p._popen).__module__
     out["log"] = records
     report(path, **out)
 
