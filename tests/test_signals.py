@@ -28,6 +28,9 @@ def test_parent_signal_tears_group_down_then_dies_of_it(tmp_path, sig):
         assert not left, describe(left)
         # The shell would see 128+N.
         assert rc == -sig, sc.output()
+        # Requirement: 50 ms when workers comply (measured here: ~30 ms);
+        # asserted with margin for a loaded 2-core CI machine.
+        assert dt < 0.5, dt
         print(f"{sig.name}: parent and tree gone in {dt * 1000:.0f} ms")
 
 
