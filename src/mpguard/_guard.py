@@ -23,6 +23,7 @@ import threading
 import warnings
 import weakref
 from multiprocessing import util
+from multiprocessing.connection import wait as mp_wait
 from typing import TYPE_CHECKING, Any
 
 from . import _compat, _platform, _signals
@@ -327,6 +328,9 @@ class Guard:
             pass
         if self.guardian.returncode is None:
             self.guardian.kill()
+        if self.guardian_pidfd is not None:
+            # Exact wake-up; Popen.wait(timeout) polls with growing sleeps.
+            mp_wait([self.guardian_pidfd], 1.0)
         try:
             self.guardian.wait(1.0)
         except subprocess.TimeoutExpired:  # pragma: no cover - D state
