@@ -45,8 +45,14 @@ def test_workers_and_grandchildren_die_when_parent_sigkilled(tmp_path, busy):
         print(f"busy={busy}: all gone {dt * 1000:.0f} ms after SIGKILL")
 
 
-def test_control_stdlib_pool_leaks_when_parent_sigkilled(tmp_path):
-    with scenario("busy_pool", tmp_path, "stdlib") as sc:
+@pytest.mark.parametrize(
+    "variant",
+    [[], ["--busy", "c"], ["--churn"], ["--in-thread"]],
+    ids=["python", "c", "churn", "in-thread"],
+)
+def test_control_stdlib_pool_leaks_when_parent_sigkilled(tmp_path, variant):
+    # The same scenarios as the guarded tests above and below.
+    with scenario("busy_pool", tmp_path, "stdlib", *variant) as sc:
         r = sc.report()
         sc.signal(signal.SIGKILL)
         left = wait_gone(_all_pids(r), PARENT_DEATH_BOUND)
@@ -108,7 +114,7 @@ def test_nothing_outlives_parent_that_ends_by_itself(tmp_path, end):
         assert sc.wait() is not None
 
 
-@pytest.mark.parametrize("end", ["exit", "return"])
+@pytest.mark.parametrize("end", ["exit", "return", "raise"])
 def test_control_stdlib_grandchildren_outlive_parent(tmp_path, end):
     with scenario("busy_pool", tmp_path, "stdlib", "--end", end) as sc:
         r = sc.report()

@@ -45,11 +45,16 @@ def test_parent_sigterm_also_kills_setsid_escapees(tmp_path):
         assert not left, describe(left)
 
 
-def test_control_parent_signal_orphans_stdlib_workers(tmp_path):
-    with scenario("busy_pool", tmp_path, "stdlib") as sc:
+@pytest.mark.parametrize(
+    ("sig", "variant"),
+    [(signal.SIGTERM, []), (signal.SIGHUP, []), (signal.SIGTERM, ["--setsid"])],
+    ids=["SIGTERM", "SIGHUP", "SIGTERM-setsid"],
+)
+def test_control_parent_signal_orphans_stdlib_workers(tmp_path, sig, variant):
+    with scenario("busy_pool", tmp_path, "stdlib", *variant) as sc:
         r = sc.report()
-        sc.signal(signal.SIGTERM)
-        assert sc.wait(SHORT) == -signal.SIGTERM
+        sc.signal(sig)
+        assert sc.wait(SHORT) == -sig
         left = wait_gone(r["workers"] + r["grandchildren"], 1.0)
         assert set(left) == set(r["workers"] + r["grandchildren"]), (
             "control no longer leaks"
