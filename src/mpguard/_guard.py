@@ -441,14 +441,6 @@ class _Reaper:
         if self.sel is not None:
             self._wake()
 
-    def _snapshot(self) -> dict[int, Popen]:
-        while True:
-            try:
-                with self.lock:
-                    return self.watched.copy()
-            except RuntimeError:  # pragma: no cover - a finalizer raced
-                continue
-
     def _run(self) -> None:
         sel = self.sel
         assert sel is not None
@@ -461,7 +453,8 @@ class _Reaper:
                 events = sel.select(timeout)
             except (OSError, ValueError):
                 break
-            watched = self._snapshot()
+            with self.lock:
+                watched = self.watched.copy()
             ready = [k.fd for k, _ in events]
             for fd in ready:
                 if fd == self.wake_r:
@@ -547,14 +540,21 @@ _hook_registered = False
 
 
 def _register_fork_hook() -> None:
-    # At the first guard, not at import (see _signals._register_fork_hooks).
+    # Registered with the first guard, not at import: ``import mpguard`` has
+    # no side effect but the registration of "guarded".  Fork children
+    # inherit both the hooks and this flag.
     global _hook_registered
     if not _hook_registered:
         _hook_registered = True
-        os.register_at_fork(after_in_child=_forget_in_child)
+        os.register_at_fork(
+            before=_signals.before_fork,
+            after_in_parent=_signals.after_fork_in_parent,
+            after_in_child=_after_fork_in_child,
+        )
 
 
-def _forget_in_child() -> None:
+def _after_fork_in_child() -> None:
+    _signals.after_fork_in_child()
     # A fork child owns nothing of its parent's guard; it builds its own if
     # it starts guarded children itself.
     global _guard, _guard_lock

@@ -48,7 +48,15 @@ from ._errors import GuardDegradedWarning, signal_name
 if TYPE_CHECKING:
     from types import FrameType
 
-__all__ = ["GuardHandler", "guarded_fork", "install", "uninstall"]
+__all__ = [
+    "GuardHandler",
+    "after_fork_in_child",
+    "after_fork_in_parent",
+    "before_fork",
+    "guarded_fork",
+    "install",
+    "uninstall",
+]
 
 log = logging.getLogger("mpguard")
 
@@ -146,19 +154,22 @@ def guarded_fork(active: bool) -> None:
     _local.guarded = active
 
 
-def _before_fork() -> None:
+def before_fork() -> None:
+    """at-fork hook: block the handled signals around a non-guarded fork."""
     if _installed and not getattr(_local, "guarded", False):
         _local.mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(_installed))
 
 
-def _after_fork_in_parent() -> None:
+def after_fork_in_parent() -> None:
+    """at-fork hook: restore the mask in the parent."""
     mask = getattr(_local, "mask", None)
     if mask is not None:
         _local.mask = None
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
-def _after_fork_in_child() -> None:
+def after_fork_in_child() -> None:
+    """at-fork hook: pre-mpguard dispositions, then unblock (child)."""
     mask = getattr(_local, "mask", None)
     _local.mask = None
     _local.guarded = False
@@ -170,23 +181,6 @@ def _after_fork_in_child() -> None:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     # Whatever kind of child this is, it owns none of the parent's handlers.
     _installed.clear()
-
-
-_hooks_registered = False
-
-
-def _register_fork_hooks() -> None:
-    # Registered with the first handlers, not at import: ``import mpguard``
-    # has no side effect but the registration of "guarded".  Fork children
-    # inherit both the hooks and this flag.
-    global _hooks_registered
-    if not _hooks_registered:
-        _hooks_registered = True
-        os.register_at_fork(
-            before=_before_fork,
-            after_in_parent=_after_fork_in_parent,
-            after_in_child=_after_fork_in_child,
-        )
 
 
 def install(
@@ -213,7 +207,6 @@ def install(
             stacklevel=4,
         )
         return {}
-    _register_fork_hooks()
     installed: dict[signal.Signals, GuardHandler] = {}
     for sig in sigs:
         previous = signal.getsignal(sig)
