@@ -47,6 +47,28 @@ def test_errors_pickle_and_decode_signals(cls):
     assert str(back) == str(err)
 
 
+@pytest.mark.parametrize(
+    "cls",
+    [mpguard.WorkerLostError, mpguard.TaskTimeoutError, mpguard.PoolTerminatedError],
+)
+def test_task_errors_name_the_task_and_pickle(cls):
+    kw = {"timeout": 2.5} if cls is mpguard.TaskTimeoutError else {}
+    err = cls(
+        "worker died while running a task", pid=4242, exitcode=-9, task="f(3)", **kw
+    )
+    assert isinstance(err, mpguard.TaskError)
+    expected = "worker died while running a task (pid=4242, signal=SIGKILL, task=f(3)"
+    assert str(err).startswith(expected)
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is cls
+    assert (back.pid, back.signal, back.task) == (4242, signal.SIGKILL, "f(3)")
+    assert str(back) == str(err)
+    if kw:
+        assert back.timeout == 2.5
+        assert str(err).endswith("timeout=2.5s)")
+        assert isinstance(err, TimeoutError)
+
+
 def test_error_types_are_also_stdlib_types():
     assert issubclass(mpguard.GuardSetupError, OSError)
     assert issubclass(mpguard.UnsupportedPlatformError, NotImplementedError)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -178,9 +180,16 @@ def _tracebacks(text: str) -> int:
 def test_ctrl_c_reaches_parent_only(tmp_path):
     with scenario("ctrl_c", tmp_path, "guarded", "4") as sc:
         r = sc.report()
+        sent = time.monotonic()
         os.killpg(sc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
         assert sc.wait(SHORT) == -signal.SIGINT  # 3.8+: exits "by" SIGINT
+        gone = time.monotonic()
         assert not wait_gone(r["workers"], SHORT)
+        # KeyboardInterrupt interrupts map() within 0.5 s; leaving the
+        # `with` block then tears the workers down within grace + 0.5 s.
+        kbi = json.loads(Path(str(sc.report_path) + ".kbi").read_text())
+        assert kbi["at"] - sent < 0.5, kbi["at"] - sent
+        assert gone - sent < 1.0 + 0.5
         _, err = sc.output()
         assert "KeyboardInterrupt" in err
         assert _tracebacks(err) == 1, err  # the parent's, no worker's

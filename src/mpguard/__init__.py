@@ -32,7 +32,11 @@ from ._errors import GuardClosedError as GuardClosedError
 from ._errors import GuardDegradedWarning as GuardDegradedWarning
 from ._errors import GuardSetupError as GuardSetupError
 from ._errors import MPGuardError as MPGuardError
+from ._errors import PoolTerminatedError as PoolTerminatedError
+from ._errors import TaskError as TaskError
+from ._errors import TaskTimeoutError as TaskTimeoutError
 from ._errors import UnsupportedPlatformError as UnsupportedPlatformError
+from ._errors import WorkerLostError as WorkerLostError
 from ._guard import install_handlers as install_handlers
 from ._guard import shutdown as shutdown
 from ._pool import GuardedPool as GuardedPool
@@ -50,7 +54,11 @@ __all__ = [
     "GuardedPool",
     "GuardedProcess",
     "MPGuardError",
+    "PoolTerminatedError",
+    "TaskError",
+    "TaskTimeoutError",
     "UnsupportedPlatformError",
+    "WorkerLostError",
     "__version__",
     "configure",
     "get_context",

@@ -24,10 +24,14 @@ __all__ = [
     "CHILD_RUNS_ATEXIT",
     "child_atexit_begin",
     "child_atexit_end",
+    "fail_pending",
     "guardian_spawn_kwargs",
+    "pool_worker",
     "register_context",
     "replace_pool_terminator",
     "stop_pool_respawn",
+    "submit_apply",
+    "task_items",
 ]
 
 # 3.13 popen_fork clears the parent's atexit callbacks in the child and runs
@@ -79,15 +83,94 @@ def guardian_spawn_kwargs() -> dict[str, Any]:
 #
 # Touched: Pool._terminate (a util.Finalize), Pool._worker_handler /
 # _task_handler / _result_handler and their ``_state``, the SimpleQueue
-# internals ``_reader``/``_writer``.  Same in 3.9-3.13.
+# internals ``_reader``/``_writer``, the worker loop ``pool.worker``, the
+# chunk helpers ``mapstar``/``starmapstar``, and the result classes'
+# ``_set``/``_number_left``/``_index``.  Same in 3.9-3.13.
 
 _TERMINATE = multiprocessing.pool.TERMINATE
+
+#: The stdlib worker loop: ``worker(inqueue, outqueue, initializer,
+#: initargs, maxtasks, wrap_exception)``.  It only calls ``inqueue.get()``
+#: and ``outqueue.put()`` (and closes ``_writer``/``_reader`` if present).
+pool_worker: Callable[..., None] = multiprocessing.pool.worker  # type: ignore[attr-defined]
+
+_CHUNK_HELPERS = (
+    multiprocessing.pool.mapstar,  # type: ignore[attr-defined]
+    multiprocessing.pool.starmapstar,  # type: ignore[attr-defined]
+)
+
+
+def task_items(func: Any, args: Any) -> tuple[Any, Sequence[Any], bool] | None:
+    """``(user_function, items, starred)`` if the task is a map chunk.
+
+    ``map``/``imap``/``starmap`` send chunks as ``mapstar((f, items))`` or
+    ``starmapstar((f, items))``; anything else gives None.
+    """
+    if func in _CHUNK_HELPERS:
+        try:
+            f, items = args[0]
+            len(items)
+        except (TypeError, ValueError, IndexError):
+            return None
+        return f, items, func is _CHUNK_HELPERS[1]
+    return None
+
+
+def submit_apply(
+    pool: multiprocessing.pool.Pool,
+    func: Callable[..., Any],
+    args: Any,
+    kwds: Any,
+    callback: Callable[[Any], object] | None,
+    error_callback: Callable[[BaseException], object] | None,
+    before_submit: Callable[[Any], None],
+) -> multiprocessing.pool.AsyncResult[Any]:
+    """``Pool.apply_async``, calling *before_submit(job)* before the task is
+    queued (so that per-job settings are in place when it is dispatched).
+
+    Same body as the stdlib's (3.9-3.13): ``_check_running``, an
+    ``ApplyResult``, one ``(job, 0, func, args, kwds)`` task.
+    """
+    pool._check_running()  # type: ignore[attr-defined]
+    result = multiprocessing.pool.ApplyResult(pool, callback, error_callback)
+    before_submit(result._job)  # type: ignore[attr-defined]
+    pool._taskqueue.put(([(result._job, 0, func, args, kwds)], None))  # type: ignore[attr-defined]
+    return result
+
+
+def fail_pending(cache: dict[Any, Any], error: Callable[[], BaseException]) -> int:
+    """Fail every result still in the pool's *cache*; return how many.
+
+    After ``terminate()`` nothing will ever answer them, and the stdlib
+    leaves their ``get()`` waiting forever.  ``ApplyResult`` and
+    ``MapResult`` finish when every chunk is set (``_number_left``); an
+    ``IMapIterator`` raises at the next position it would have yielded.
+    """
+    n = 0
+    for result in list(cache.values()):
+        job = getattr(result, "_job", None)
+        try:
+            if hasattr(result, "_number_left") or not hasattr(result, "_index"):
+                left = max(1, getattr(result, "_number_left", 1))
+                for _ in range(left):
+                    if job not in cache:
+                        break
+                    result._set(0, (False, error()))
+            else:
+                result._set(result._index, (False, error()))
+        except Exception:  # noqa: BLE001 - a user callback raised: not ours
+            util.debug("mpguard: callback raised while failing a pending task")
+        cache.pop(job, None)
+        n += 1
+    return n
 
 
 def replace_pool_terminator(
     pool: multiprocessing.pool.Pool,
     kill_workers: Callable[[Sequence[Any], float], None],
     grace: float,
+    stop: Callable[[], None],
+    finish: Callable[[Any], None],
 ) -> None:
     """Make ``pool.terminate()`` bounded and kill-first.
 
@@ -97,7 +180,9 @@ def replace_pool_terminator(
     held, and in ``p.join()`` on a worker that ignores SIGTERM.  The
     replacement stops respawning, kills the workers first (with escalation),
     and only then drains queues without their locks, with every join
-    bounded.
+    bounded.  *stop* is called before the kill (GuardedPool: its
+    dispatcher stops handing out tasks) and *finish* with the result cache
+    at the end (GuardedPool: fail what is still pending, close channels).
     """
     old = pool._terminate  # type: ignore[attr-defined]
     args = old._args
@@ -105,7 +190,7 @@ def replace_pool_terminator(
     pool._terminate = util.Finalize(  # type: ignore[attr-defined]
         pool,
         _terminate_pool,
-        args=(*args, kill_workers, grace),
+        args=(*args, kill_workers, grace, stop, finish),
         exitpriority=15,
     )
 
@@ -122,6 +207,8 @@ def _terminate_pool(
     cache: Any,
     kill_workers: Callable[[Sequence[Any], float], None],
     grace: float,
+    stop: Callable[[], None],
+    finish: Callable[[Any], None],
 ) -> None:
     # Budget: kill_workers takes at most grace + 0.25 s; the rest is shared
     # by the thread joins so that terminate() returns within grace + 0.5 s.
@@ -136,19 +223,23 @@ def _terminate_pool(
     if current is not worker_handler:
         worker_handler.join(0.1)
 
+    # The result handler must see TERMINATE before the dispatcher stops
+    # feeding it, or its "drain until the cache is empty" loop would spin.
+    result_handler._state = _TERMINATE  # type: ignore[attr-defined]
+    stop()
     kill_workers(list(pool), grace)
 
-    # Every worker is dead now, so nobody else reads inqueue: drain it
-    # without inqueue._rlock, which a killed worker may still "hold".
+    # GuardedPool workers never touch inqueue (each has its own channel);
+    # drain it anyway, without inqueue._rlock, in case anything was put.
     _drain(inqueue, task_handler)
 
-    result_handler._state = _TERMINATE  # type: ignore[attr-defined]
     _put_nowait(change_notifier)
     _put_nowait(outqueue)  # wakes _handle_results; bypasses outqueue._wlock
 
     for thread in (worker_handler, task_handler, result_handler):
         if thread is not current:
             thread.join(max(0.0, deadline - time.monotonic()))
+    finish(cache)
     util.debug("mpguard: pool terminated")
 
 

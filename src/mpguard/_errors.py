@@ -17,7 +17,11 @@ __all__ = [
     "GuardDegradedWarning",
     "GuardSetupError",
     "MPGuardError",
+    "PoolTerminatedError",
+    "TaskError",
+    "TaskTimeoutError",
     "UnsupportedPlatformError",
+    "WorkerLostError",
     "signal_name",
 ]
 
@@ -151,6 +155,89 @@ class UnsupportedPlatformError(MPGuardError, NotImplementedError):
 
 class GuardClosedError(MPGuardError, RuntimeError):
     """A guarded child was started while the guard was tearing down."""
+
+    __module__ = "mpguard"
+
+
+class TaskError(MPGuardError):
+    """Base class of the errors a pool delivers *as a task's result*.
+
+    A pool sets one of these as the outcome of the one task it concerns,
+    the way a task's own exception is delivered: ``map()`` raises it,
+    ``imap()`` raises it at that task's position, ``AsyncResult.get()``
+    raises it and ``error_callback`` receives it.  The other tasks are not
+    affected.
+
+    Args:
+        task: a short description of the task, such as ``"square(3)"`` or
+            ``"square on 25 items (chunk 2)"``.
+        **kwargs: as for :class:`MPGuardError`.
+    """
+
+    __module__ = "mpguard"
+
+    def __init__(self, msg: str = "", *, task: str | None = None, **kwargs: Any):
+        super().__init__(msg, **kwargs)
+        self.task = task
+
+    def _details(self) -> dict[str, Any]:
+        details = super()._details()
+        if self.task is not None:
+            details["task"] = self.task
+        return details
+
+    def _state(self) -> dict[str, Any]:
+        state = super()._state()
+        state["task"] = self.task
+        return state
+
+
+class WorkerLostError(TaskError):
+    """The worker running a task died before returning its result.
+
+    Raised for the task the worker had taken, and only that one: SIGKILL,
+    the OOM killer, ``os._exit()``, ``sys.exit()`` or a crash in C code.
+    ``exitcode`` and ``signal`` say how the worker ended::
+
+        worker died while running a task (pid=4242, signal=SIGKILL, task=f(3))
+    """
+
+    __module__ = "mpguard"
+
+
+class TaskTimeoutError(TaskError, TimeoutError):
+    """A task ran longer than its timeout; its worker and the worker's
+    descendants were SIGKILLed.
+
+    Args:
+        timeout: the limit, in seconds.
+        **kwargs: as for :class:`TaskError`.
+    """
+
+    __module__ = "mpguard"
+
+    def __init__(self, msg: str = "", *, timeout: float | None = None, **kwargs: Any):
+        super().__init__(msg, **kwargs)
+        self.timeout = timeout
+
+    def _details(self) -> dict[str, Any]:
+        details = super()._details()
+        if self.timeout is not None:
+            details["timeout"] = f"{self.timeout:g}s"
+        return details
+
+    def _state(self) -> dict[str, Any]:
+        state = super()._state()
+        state["timeout"] = self.timeout
+        return state
+
+
+class PoolTerminatedError(TaskError):
+    """The pool was terminated before this task finished.
+
+    Set on every task still pending when ``terminate()`` runs (including
+    leaving a ``with`` block), so that no ``get()`` waits forever.
+    """
 
     __module__ = "mpguard"
 

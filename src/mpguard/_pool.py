@@ -2,30 +2,56 @@
 
 from __future__ import annotations
 
+import functools
+import math
 import multiprocessing.pool
+import os
 import time
+from multiprocessing import util
 from typing import TYPE_CHECKING, Any
 
 from . import _compat
 from ._config import get_policy, validate_grace
 from ._context import GuardedContext, GuardedProcess, register
+from ._dispatch import Channel, Dispatcher
+from ._errors import PoolTerminatedError
 from ._guard import current_guard
 from ._kill import kill_tree
+from ._worker import worker_main
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
 __all__ = ["GuardedPool"]
 
 
+def _validate_timeout(timeout: object, name: str) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        msg = f"{name} must be a number of seconds or None (got {timeout!r})"
+        raise TypeError(msg)
+    if not (timeout > 0 and math.isfinite(timeout)):
+        msg = f"{name} must be positive and finite (got {timeout!r})"
+        raise ValueError(msg)
+    return float(timeout)
+
+
 class GuardedPool(multiprocessing.pool.Pool):
-    """``multiprocessing.Pool`` whose workers are guarded.
+    """``multiprocessing.Pool`` whose workers are guarded, and that never hangs.
 
     Same signature and behaviour as :class:`multiprocessing.pool.Pool`, plus
     keyword-only options.  Workers join the guard's process group (never the
     parent's), ignore SIGINT (Ctrl-C reaches the parent only, and no worker
     prints a traceback), and are SIGKILLed with everything they started if
     the parent dies in any way.
+
+    If a worker dies while running a task (SIGKILL, the OOM killer,
+    ``os._exit``, a crash in C code), that task alone fails with
+    :class:`mpguard.WorkerLostError`, delivered like the task's own
+    exception; the other tasks run on, and the pool replaces the worker.
+    A worker's death cannot block the others: each worker has its own
+    channel, so there is no shared lock to leave taken.
 
     Args:
         processes: number of workers (default ``os.cpu_count()``).
@@ -36,10 +62,17 @@ class GuardedPool(multiprocessing.pool.Pool):
             ``multiprocessing.get_context("guarded")``).
         grace: seconds between SIGTERM and SIGKILL in :meth:`terminate`
             (default: the policy's, 1.0).
+        task_timeout: seconds a task may run; one that runs longer has its
+            worker SIGKILLed with everything the worker started, and fails
+            with :class:`mpguard.TaskTimeoutError`.  A task is what the pool
+            sends a worker: with ``map``, a chunk (pass ``chunksize=1`` for
+            a limit per item).  Default None: no limit, and no cost.
 
     Raises:
-        TypeError: *context* is not a guarded context.
-        ValueError: bad *processes*, *maxtasksperchild* or *grace*.
+        TypeError: *context* is not a guarded context, or a timeout is not
+            a number.
+        ValueError: bad *processes*, *maxtasksperchild*, *grace* or
+            *task_timeout*.
         mpguard.GuardSetupError: protection could not be set up.
 
     Availability: Linux (full); other POSIX systems without pidfds (polled
@@ -55,6 +88,7 @@ class GuardedPool(multiprocessing.pool.Pool):
         context: Any = None,
         *,
         grace: float | None = None,
+        task_timeout: float | None = None,
     ) -> None:
         # As the stdlib does first: Pool.__del__ needs these even when
         # __init__ raises below.
@@ -70,32 +104,105 @@ class GuardedPool(multiprocessing.pool.Pool):
             )
             raise TypeError(msg)
         self._grace = get_policy().grace if grace is None else validate_grace(grace)
+        self._task_timeout = _validate_timeout(task_timeout, "task_timeout")
+        self._size_hint = processes
         # Set the guard up (handlers, guardian) in the calling thread before
         # the first worker forks, so a pool built in the main thread gets
         # handlers even if it is the first guarded thing in the program.
         guard = current_guard()
         super().__init__(processes, initializer, initargs, maxtasksperchild, context)
-        _compat.replace_pool_terminator(self, _kill_workers, self._grace)
+        # Nothing handed to the pool's threads or finalizers may refer to
+        # the pool itself, or it would never be collected (the stdlib's rule).
+        _compat.replace_pool_terminator(
+            self,
+            _kill_workers,
+            self._grace,
+            self._dispatcher.stop,
+            functools.partial(_finish, self._dispatcher),
+        )
+        # Channels of workers that exit after close()/join() or with a pool
+        # that is just dropped are released with the pool.
+        util.Finalize(self, self._dispatcher.close, exitpriority=14)
         guard.add_pool(self)
 
-    @staticmethod
-    def Process(ctx: Any, *args: Any, **kwds: Any) -> GuardedProcess:  # type: ignore[override]  # noqa: N802
-        """Create a worker process (the stdlib Pool's hook)."""
-        proc: GuardedProcess = ctx.Process(*args, **kwds)
-        proc._mpguard_pool_worker = True  # type: ignore[attr-defined]
-        return proc
+    def _setup_queues(self) -> None:
+        # The stdlib's queues stay (terminate() and close() still post
+        # their sentinels to outqueue), but no worker touches them.
+        super()._setup_queues()  # type: ignore[misc]
+        self._dispatcher = Dispatcher(
+            self._outqueue._reader,  # type: ignore[attr-defined]
+            task_timeout=self._task_timeout,
+            processes=self._size_hint or os.cpu_count() or 1,
+        )
+        self._quick_put = self._dispatcher.put
+        self._quick_get = self._dispatcher.get
+        # The stdlib calls self.Process(ctx, target=..., args=...) for each
+        # worker; an instance attribute gives it this pool's dispatcher.
+        self.Process = _WorkerFactory(self._dispatcher)  # type: ignore[method-assign,assignment]
+
+    def apply_async(
+        self,
+        func: Callable[..., Any],
+        args: Iterable[Any] = (),
+        kwds: Mapping[str, Any] = {},
+        callback: Callable[[Any], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> multiprocessing.pool.AsyncResult[Any]:
+        """Like :meth:`multiprocessing.pool.Pool.apply_async`, plus *timeout*.
+
+        Args:
+            timeout: seconds this task may run (overrides the pool's
+                ``task_timeout``).  When exceeded, the worker and everything
+                it started are SIGKILLed and the result fails with
+                :class:`mpguard.TaskTimeoutError`.  This is not the
+                ``timeout`` of ``AsyncResult.get()``, which only stops
+                waiting.
+        """
+        limit = _validate_timeout(timeout, "timeout")
+        if limit is None:
+            return super().apply_async(func, args, kwds, callback, error_callback)
+        return _compat.submit_apply(
+            self,
+            func,
+            args,
+            kwds,
+            callback,
+            error_callback,
+            lambda job: self._dispatcher.set_timeout(job, limit),
+        )
+
+    def apply(
+        self,
+        func: Callable[..., Any],
+        args: Iterable[Any] = (),
+        kwds: Mapping[str, Any] = {},
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        """Like :meth:`multiprocessing.pool.Pool.apply`, plus *timeout* (see
+        :meth:`apply_async`)."""
+        return self.apply_async(func, args, kwds, timeout=timeout).get()
 
     @property
     def grace(self) -> float:
         """Seconds between SIGTERM and SIGKILL in :meth:`terminate`."""
         return self._grace
 
+    @property
+    def task_timeout(self) -> float | None:
+        """The default per-task timeout in seconds, or None."""
+        return self._task_timeout
+
     def terminate(self) -> None:
         """Stop the workers now: SIGTERM, then SIGKILL after ``grace``.
 
         Kills each worker and everything it started, including descendants
         that left the group with ``setsid``; reaps the workers; returns
-        within ``grace`` + 0.5 s even if a worker ignores SIGTERM.
+        within ``grace`` + 0.5 s even if a worker ignores SIGTERM.  Every
+        task still pending fails with :class:`mpguard.PoolTerminatedError`,
+        so no ``get()`` waits forever.
         """
         super().terminate()
 
@@ -107,6 +214,7 @@ class GuardedPool(multiprocessing.pool.Pool):
         """
         if self._state != multiprocessing.pool.TERMINATE:
             super().join()
+            self._dispatcher.close()
             return
         deadline = time.monotonic() + 0.5
         threads = (
@@ -120,6 +228,86 @@ class GuardedPool(multiprocessing.pool.Pool):
             p.join(max(0.0, deadline - time.monotonic()))
 
 
+def _finish(dispatcher: Dispatcher, cache: dict[Any, Any]) -> None:
+    dispatcher.close()
+    _compat.fail_pending(
+        cache,
+        lambda: PoolTerminatedError("pool terminated before the task finished"),
+    )
+
+
+class _WorkerFactory:
+    """The pool's ``Process`` hook: a worker wired to its own channel."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self._dispatcher = dispatcher
+
+    def __call__(self, ctx: Any, *, target: Any, args: Sequence[Any]) -> _PoolWorker:
+        # args are the stdlib worker's: (inqueue, outqueue, initializer,
+        # initargs, maxtasks, wrap_exception); the queues are replaced by
+        # the worker's own channel.
+        _, _, initializer, initargs, maxtasks, wrap_exception = args
+        channel = self._dispatcher.channel()
+        return _PoolWorker(
+            self._dispatcher,
+            channel,
+            maxtasks,
+            target=worker_main,
+            args=(
+                channel.child,
+                channel.parent,
+                channel.slot,
+                initializer,
+                initargs,
+                maxtasks,
+                wrap_exception,
+            ),
+        )
+
+
 def _kill_workers(workers: Sequence[Any], grace: float) -> None:
     popens = [w._popen for w in workers if getattr(w, "_popen", None) is not None]
     kill_tree(popens, grace, f"{len(popens)} pool worker(s)")
+
+
+class _PoolWorker(GuardedProcess):
+    """A GuardedPool worker, fed by the pool's dispatcher."""
+
+    # Read by the guarded Popen: SIGINT ignored in the child, and the pool
+    # (not the guard's reaper) reaps it, as the stdlib Pool expects.
+    _mpguard_pool_worker = True
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        channel: Channel,
+        budget: int | None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        # The stdlib renames "...Process-N" to "...PoolWorker-N".
+        self.name = self.name.replace(type(self).__name__, "GuardedProcess")
+        self._dispatcher = dispatcher
+        self._channel = channel
+        self._budget = budget
+
+    def start(self) -> None:
+        """Queue the worker's first tasks, then start it."""
+        w = self._worker = self._dispatcher.prepare(self._channel, self._budget)
+        try:
+            super().start()
+        except BaseException:
+            self._dispatcher.abort(w)
+            raise
+        self._dispatcher.started(w, self)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Join, and tell the dispatcher once the worker has exited.
+
+        The stdlib's worker-handler thread joins each worker as soon as its
+        sentinel fires: that is where a lost task is noticed.
+        """
+        super().join(timeout)
+        w = getattr(self, "_worker", None)
+        if w is not None and self.exitcode is not None:
+            self._dispatcher.died(w)

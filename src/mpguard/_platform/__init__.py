@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
+import tempfile
 from typing import NamedTuple
 
 from .._config import disabled_capabilities
@@ -23,6 +25,9 @@ __all__ = [
     "MACOS",
     "POSIX",
     "ProcEntry",
+    "INLINE_MAX",
+    "anon_file",
+    "channel_pair",
     "check_supported",
     "descendants",
     "group_members",
@@ -30,6 +35,7 @@ __all__ = [
     "pidfd_open",
     "pidfd_send_signal",
     "process_table",
+    "read_anon_file",
 ]
 
 POSIX = os.name == "posix"
@@ -132,3 +138,77 @@ def killpg(pgid: int, sig: int) -> None:
         msg = "refusing to signal the caller's own process group"
         raise MPGuardError(msg, pgid=pgid, signal=sig)
     os.killpg(pgid, sig)
+
+
+# --- pool channels -----------------------------------------------------------
+#
+# A pool worker talks to its parent over its own socketpair whose messages
+# are atomic: a reader gets a whole message or nothing, even if it is
+# SIGKILLed inside recvmsg().  That is what lets the parent tell exactly
+# which task a dead worker had taken (platform-facts §4: the stdlib's shared
+# pipe loses that, and a worker killed mid-read or holding the queue lock
+# poisons it for everyone, gh-96062).
+#
+# Linux has SOCK_SEQPACKET for AF_UNIX; macOS does not, but its AF_UNIX
+# datagrams are reliable and ordered, with a small size limit
+# (net.local.dgram.maxdgram = 2048).  Larger payloads travel as a file
+# descriptor attached to a small message (SCM_RIGHTS), still atomically.
+
+_SEQPACKET = getattr(socket, "SOCK_SEQPACKET", None)
+
+#: Largest payload sent inline; larger ones go through :func:`anon_file`.
+INLINE_MAX = 60 * 1024 if LINUX else 1024
+
+
+def channel_pair() -> tuple[socket.socket, socket.socket]:
+    """A connected pair of sockets with atomic, ordered, reliable messages."""
+    if _SEQPACKET is not None:
+        try:
+            pair = socket.socketpair(socket.AF_UNIX, _SEQPACKET)
+        except OSError:  # pragma: no cover - macOS: EPROTONOSUPPORT
+            pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    else:  # pragma: no cover
+        pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    for sock in pair:
+        try:
+            # Room for a few queued inline tasks per worker.  Best effort:
+            # the kernel caps it at net.core.wmem_max.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        except OSError:  # pragma: no cover
+            pass
+    return pair
+
+
+def anon_file(data: bytes) -> int:
+    """A file descriptor of an unnamed file holding *data*.
+
+    Linux: ``memfd_create`` (no name on any filesystem).  Elsewhere an
+    unlinked temporary file.  The caller owns the descriptor.
+    """
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("mpguard-payload", os.MFD_CLOEXEC)
+    else:  # pragma: no cover - macOS
+        fd, path = tempfile.mkstemp(prefix="mpguard-")
+        os.unlink(path)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_anon_file(fd: int, size: int) -> bytes:
+    """The first *size* bytes of the file behind *fd* (which stays open)."""
+    chunks = []
+    offset = 0
+    while offset < size:
+        chunk = os.pread(fd, size - offset, offset)
+        if not chunk:
+            msg = "payload file is shorter than announced"
+            raise EOFError(msg)
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks) if len(chunks) != 1 else chunks[0]

@@ -1,0 +1,687 @@
+"""GuardedPool's dispatcher: hands tasks to workers and notices lost ones.
+
+The stdlib Pool feeds every worker from one shared pipe.  A worker that dies
+while it holds that pipe's read lock freezes every other worker (gh-96062),
+one that dies mid-read leaves half a message for the next reader, and nobody
+knows which task the dead worker had taken, so ``map()`` waits forever
+(gh-66587).  ProcessPoolExecutor and loky avoid the hang by breaking the whole
+pool on the first death.
+
+Here each worker has its own channel of atomic messages
+(``_platform.channel_pair``), and the parent decides who runs what:
+
+* ``put()`` (the stdlib's task-handler thread) pickles a task and sends it
+  straight to the worker with the most room, keeping at most ``PREFETCH``
+  tasks queued per worker; the rest waits in a bounded backlog.
+* ``get()`` (the stdlib's result-handler thread) is an event loop over every
+  worker's channel and its pidfd.  A result frees room, so the loop sends
+  the next task; an idle worker takes queued tasks back from a busy one.
+* When a worker's pidfd fires, the loop reads the results it managed to
+  send, takes back the tasks still queued for it (they never started and
+  go to other workers), and what is left is the one task it had taken:
+  that task, and only that one, fails with ``WorkerLostError``.
+* Tasks with a timeout are stamped by the worker when they start (one
+  64-bit store in a shared page); the loop SIGKILLs the worker and its
+  descendants when one overruns and fails it with ``TaskTimeoutError``.
+  Tasks without a timeout cost nothing: no stamp, no timer.
+
+The stdlib's threads, result classes and worker loop are unchanged: only
+the functions they call to move a task or a result are ours.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import math
+import mmap
+import os
+import reprlib
+import selectors
+import signal
+import threading
+import time
+from collections import deque
+from multiprocessing.reduction import ForkingPickler
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from . import _compat, _platform, _wire
+from ._errors import TaskTimeoutError, WorkerLostError
+from ._kill import signal_procs, snapshot_descendants
+
+if TYPE_CHECKING:
+    import socket
+
+__all__ = ["PREFETCH", "Channel", "Dispatcher"]
+
+#: Tasks queued in one worker's channel, counting the one it runs.  Enough
+#: to hide the round trip to the parent between tiny tasks; idle workers
+#: take queued tasks back, so a long task delays nothing behind it.
+PREFETCH = 4
+#: Tasks waiting for a worker before ``put()`` blocks, which is what keeps
+#: ``imap`` over an endless generator from pickling it all up front (the
+#: stdlib gets that from its pipe filling up).
+BACKLOG_MAX = 256
+#: Messages read from one worker per wake-up, so that one chatty worker
+#: cannot starve the others.
+_READ_BATCH = 256
+_MASK = 0xFFFFFFFF
+
+_RESULTS, _CTRL, _WAKE = range(3)
+
+_repr = reprlib.Repr()
+_repr.maxstring = 40
+_repr.maxother = 40
+_repr.maxlevel = 2
+
+
+class Channel(NamedTuple):
+    """One worker's channel: the parent's end, the worker's end, its slot."""
+
+    parent: socket.socket
+    child: socket.socket
+    slot: mmap.mmap
+
+    def close(self) -> None:
+        """Close both ends and unmap the slot."""
+        self.parent.close()
+        self.child.close()
+        try:
+            self.slot.close()
+        except BufferError:  # pragma: no cover - a ctypes view is alive
+            pass
+
+
+class _Task:
+    __slots__ = ("args", "data", "func", "index", "job", "seq", "timeout")
+
+    def __init__(
+        self, seq: int, task: tuple[Any, ...], data: bytes, timeout: float | None
+    ) -> None:
+        self.seq = seq
+        self.job = task[0]
+        self.index = task[1]
+        # Kept only to describe the task in an error.
+        self.func = task[2]
+        self.args = task[3]
+        # The pickled task, kept until it is answered: a task taken back
+        # from a channel, or received by a worker that died before starting
+        # it, is sent again from here.  At most PREFETCH per worker.
+        self.data = data
+        self.timeout = timeout
+
+    def describe(self) -> str:
+        func, args = self.func, self.args
+        chunk = _compat.task_items(func, args)
+        if chunk is not None:
+            func, items, starred = chunk
+            if len(items) != 1:
+                return f"{_name(func)} on {len(items)} items (chunk {self.index})"
+            args = items[0] if starred else (items[0],)
+        try:
+            shown = ", ".join(_repr.repr(a) for a in args)
+        except Exception:  # noqa: BLE001 - a user __repr__ may raise anything
+            shown = "..."
+        return f"{_name(func)}({shown})"
+
+
+def _name(func: Any) -> str:
+    return str(getattr(func, "__qualname__", None) or getattr(func, "__name__", func))
+
+
+class _Worker:
+    __slots__ = (
+        "answered",
+        "budget",
+        "channel",
+        "dead",
+        "killed_for",
+        "outstanding",
+        "proc",
+        "sent_none",
+        "stamp",
+    )
+
+    def __init__(self, channel: Channel, budget: int | None) -> None:
+        self.proc: Any = None  # set once started
+        self.channel = channel
+        self.budget = budget  # tasks it may still be given (maxtasksperchild)
+        # seq -> task, in the order sent: the worker's own FIFO order, so
+        # the first one is the task it runs (or will run next).
+        self.outstanding: dict[int, _Task] = {}
+        self.stamp = ctypes.c_uint64.from_buffer(channel.slot)
+        self.sent_none = False
+        self.dead = False
+        self.killed_for: int | None = None
+        self.answered = 0
+
+    def room(self) -> int:
+        if self.dead or self.sent_none:
+            return 0
+        free = PREFETCH - len(self.outstanding)
+        if self.budget is not None:
+            free = min(free, self.budget)
+        return free
+
+
+class _Raw:
+    """A result as received: unpickled by ``get()``, outside the lock."""
+
+    __slots__ = ("data", "index", "job")
+
+    def __init__(self, job: Any, index: Any, data: bytes) -> None:
+        self.job = job
+        self.index = index
+        self.data = data
+
+
+class Dispatcher:
+    """Moves tasks and results between a GuardedPool and its workers.
+
+    Args:
+        ctrl: the read end of the pool's outqueue; only the parent writes
+            to it now (the ``None`` sentinels of close and terminate).
+        task_timeout: default per-task timeout in seconds, or None.
+        processes: the pool size (for the "workers keep dying" check).
+    """
+
+    def __init__(self, ctrl: Any, *, task_timeout: float | None, processes: int):
+        self._ctrl = ctrl
+        self._task_timeout = task_timeout
+        self._processes = processes
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        self._workers: dict[int, _Worker] = {}
+        self._backlog: deque[_Task] = deque()
+        self._results: deque[Any] = deque()
+        self._seq = itertools.count(1)
+        self._buf = bytearray(_wire.BUFSIZE)
+        self._job_timeouts: dict[Any, float] = {}
+        self._timed = 0  # timed tasks in workers' channels
+        self._put_waiting = False
+        self._sleep_until = math.inf
+        self._early_deaths = 0
+        self._stopped = False
+        self._closed = False
+        self._sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._sel.register(ctrl.fileno(), selectors.EVENT_READ, _CTRL)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+        self._registered: set[int] = set()
+        self._free: list[Channel] = []
+
+    # --- workers (any thread) ---------------------------------------------
+
+    def channel(self) -> Channel:
+        """A channel for a worker about to be started.
+
+        The channel of a worker that ended cleanly (``maxtasksperchild``)
+        is reused: it is empty, and this takes creating, registering and
+        closing a socketpair and a mapping off the critical path of worker
+        churn.
+        """
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        parent, child = _platform.channel_pair()
+        # MAP_SHARED|MAP_ANONYMOUS: the forked worker writes, we read.
+        return Channel(parent, child, mmap.mmap(-1, mmap.PAGESIZE))
+
+    def prepare(self, channel: Channel, budget: int | None) -> _Worker:
+        """Register a worker about to start and queue its first tasks.
+
+        Called before the fork, so the new worker finds work waiting the
+        moment it runs, as it would in the stdlib's shared queue.
+        """
+        w = _Worker(channel, budget)
+        with self._lock:
+            if self._closed:
+                w.dead = True
+                return w
+            fd = channel.parent.fileno()
+            self._workers[fd] = w
+            if fd not in self._registered:
+                self._sel.register(fd, selectors.EVENT_READ, _RESULTS)
+                self._registered.add(fd)
+            self._refill(w)
+        return w
+
+    def started(self, w: _Worker, proc: Any) -> None:
+        """*w* runs as *proc*."""
+        with self._lock:
+            w.proc = proc
+            if w.dead:  # the pool closed meanwhile
+                w.channel.close()
+
+    def abort(self, w: _Worker) -> None:
+        """*w* failed to start: take its tasks back for the others."""
+        with self._lock:
+            if not w.dead:
+                w.dead = True
+                self._backlog.extendleft(reversed(self._take_back(w)))
+                self._forget(w)
+                self._fill()
+            else:
+                w.channel.close()
+
+    def set_timeout(self, job: Any, timeout: float) -> None:
+        """Give job *job* (one ``apply_async``) its own timeout."""
+        self._job_timeouts[job] = timeout
+
+    # --- the task handler's side ------------------------------------------
+
+    def put(self, task: tuple[Any, ...] | None) -> None:
+        """Hand *task* to a worker (``Pool._quick_put``)."""
+        if task is None:
+            self._put_sentinel()
+            return
+        timeout = self._task_timeout
+        if self._job_timeouts:
+            timeout = self._job_timeouts.pop(task[0], timeout)
+        # Pickle outside the lock; a PicklingError goes back to the stdlib
+        # task handler, which fails this task as the stdlib does.
+        t = _Task(next(self._seq), task, bytes(ForkingPickler.dumps(task)), timeout)
+        with self._lock:
+            if len(self._backlog) >= BACKLOG_MAX:
+                # Woken only once the backlog is half empty: waking this
+                # thread for every free slot costs a GIL hand-off per task.
+                self._put_waiting = True
+                while len(self._backlog) > BACKLOG_MAX // 2 and not self._stopped:
+                    self._room.wait()
+                self._put_waiting = False
+            if self._stopped:
+                return
+            # Only an empty backlog may be skipped: the tasks in it are
+            # older.  Checked *after* waiting: while this thread waited, the
+            # loop may have emptied the backlog and left workers idle, and a
+            # task appended then would wait for an event that never comes.
+            if not self._backlog:
+                w = self._pick()
+                if w is not None and self._send(w, t):
+                    return
+            # Invariant: a non-empty backlog means every worker was full
+            # when it filled, so each will answer and be refilled.
+            self._backlog.append(t)
+
+    def _put_sentinel(self) -> None:
+        # The stdlib sends one None per worker once close() has drained the
+        # cache: each worker gets one, after everything it was given.
+        with self._lock:
+            for w in self._workers.values():
+                if not w.dead and not w.sent_none:
+                    w.sent_none = True
+                    data = bytes(ForkingPickler.dumps(None))
+                    try:
+                        _wire.send(w.channel.parent, 0, 0, data, block=True)
+                    except OSError:
+                        pass
+                    return
+
+    def _pick(self) -> _Worker | None:
+        best, most = None, 0
+        for w in self._workers.values():
+            room = w.room()
+            if room > most:
+                best, most = w, room
+        return best
+
+    def _send(self, w: _Worker, t: _Task) -> bool:
+        """Send *t* to *w* without blocking (lock held)."""
+        flags = _wire.TIMED if t.timeout else 0
+        try:
+            _wire.send(w.channel.parent, t.seq, flags, t.data, block=False)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:  # pragma: no cover - the channel was closed
+            return False
+        w.outstanding[t.seq] = t
+        if w.budget is not None:
+            w.budget -= 1
+        if t.timeout:
+            self._timed += 1
+            if time.monotonic() + t.timeout < self._sleep_until:
+                self._wake()
+        return True
+
+    def _refill(self, w: _Worker) -> None:
+        """Top *w* up from the backlog, or let it take queued work (lock held)."""
+        backlog = self._backlog
+        if backlog:
+            while backlog and w.room() > 0:
+                t = backlog.popleft()
+                if not self._send(w, t):
+                    backlog.appendleft(t)
+                    break
+            if self._put_waiting and len(backlog) <= BACKLOG_MAX // 2:
+                self._room.notify_all()
+        elif not w.outstanding and w.room() > 0:
+            self._steal_for(w)
+
+    def _steal_for(self, w: _Worker) -> None:
+        """Move one queued, unstarted task from the busiest worker to *w*."""
+        victim = max(
+            (v for v in self._workers.values() if v is not w and not v.dead),
+            key=lambda v: len(v.outstanding),
+            default=None,
+        )
+        if victim is None or len(victim.outstanding) < 2:
+            return
+        try:
+            msg = _wire.recv(victim.channel.child, self._buf, block=False)
+        except (BlockingIOError, InterruptedError):
+            return  # the victim took it first
+        if msg is None:  # pragma: no cover
+            return
+        _discard(msg)
+        t = victim.outstanding.pop(msg.seq, None)
+        if t is None:  # pragma: no cover - only tasks are queued
+            return
+        if victim.budget is not None:
+            victim.budget += 1
+        if t.timeout:
+            self._timed -= 1
+        if not self._send(w, t):  # pragma: no cover - empty channel
+            self._backlog.appendleft(t)
+
+    def _fill(self) -> None:
+        for w in list(self._workers.values()):
+            self._refill(w)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass
+
+    # --- the result handler's side: the event loop ------------------------
+
+    def get(self) -> Any:
+        """Return the next ``(job, i, (ok, value))`` (``Pool._quick_get``)."""
+        results = self._results
+        while True:
+            if self._stopped:
+                return None
+            if results:
+                item = results.popleft()
+                if type(item) is _Raw:
+                    return self._load(item)
+                return item
+            self._sleep_until = math.inf
+            timeout = self._check_timeouts() if self._timed else None
+            if timeout is not None:
+                self._sleep_until = time.monotonic() + timeout
+            try:
+                events = self._sel.select(timeout)
+            except (OSError, ValueError):
+                if self._closed:
+                    return None
+                raise
+            for key, _ in events:
+                kind = key.data
+                if kind == _RESULTS:
+                    # Looked up by fd: a reused channel keeps its
+                    # registration while its worker changes.
+                    w = self._workers.get(key.fd)
+                    if w is not None:
+                        self._on_results(w)
+                elif kind == _CTRL:
+                    results.append(self._ctrl.recv())
+                else:
+                    self._drain_wake()
+
+    @staticmethod
+    def _load(item: _Raw) -> Any:
+        try:
+            return ForkingPickler.loads(item.data)
+        except Exception as e:  # noqa: BLE001 - delivered as the task's error
+            # The stdlib's result thread would die here and hang the pool.
+            return (item.job, item.index, (False, e))
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def _on_results(self, w: _Worker) -> None:
+        with self._lock:
+            if w.dead:
+                return
+            self._read_results(w)
+            self._refill(w)
+
+    def _read_results(self, w: _Worker) -> None:
+        sock = w.channel.parent
+        got = 0
+        while got < _READ_BATCH:
+            try:
+                msg = _wire.recv(sock, self._buf, block=False)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:  # pragma: no cover - channel closed
+                break
+            if msg is None:  # pragma: no cover
+                break
+            data = _wire.payload(msg)
+            t = w.outstanding.pop(msg.seq, None)
+            if t is None:  # pragma: no cover - never sent to this worker
+                continue
+            if t.timeout:
+                self._timed -= 1
+            self._results.append(_Raw(t.job, t.index, bytes(data)))
+            got += 1
+        if got:
+            w.answered += got
+            self._early_deaths = 0
+
+    def died(self, w: _Worker) -> None:
+        """*w* exited and was reaped: deliver its results, requeue its
+        unstarted tasks, and fail the one it had taken.
+
+        Called from the join of the stdlib's worker-handler thread, which
+        already wakes on every worker's sentinel (a pidfd) to replace it:
+        watching the same pidfds here too would only add a second thread
+        wake-up per exit.  Idempotent.
+        """
+        before = len(self._results)
+        self._died(w)
+        if len(self._results) != before:
+            self._wake()  # the loop may be asleep with nothing else to do
+
+    def _died(self, w: _Worker) -> None:
+        with self._lock:
+            if w.dead:
+                return
+            w.dead = True
+            lost: list[_Task] = []
+            if w.outstanding:  # the common exit (maxtasksperchild) skips this
+                self._read_results(w)
+                requeue = self._take_back(w)
+                # What is left was received whole: at most one task, since
+                # a worker takes the next only after answering.  Without
+                # its "started" mark it never ran (the worker died inside
+                # recvmsg, or just after): that one goes to another worker.
+                word = w.stamp.value
+                for t in list(w.outstanding.values()):
+                    if not _wire.started(word, t.seq):
+                        del w.outstanding[t.seq]
+                        if t.timeout:
+                            self._timed -= 1
+                        requeue.append(t)
+                lost = list(w.outstanding.values())
+                w.outstanding.clear()
+                self._timed -= sum(1 for t in lost if t.timeout)
+                if requeue:
+                    self._backlog.extendleft(reversed(requeue))
+                    self._fill()
+            # Reuse the channel only after a clean exit with nothing left in
+            # it (maxtasksperchild): no task, no unread close() sentinel.
+            clean = not lost and not w.sent_none and w.proc.exitcode == 0
+            self._forget(w, reuse=clean)
+        if lost or not w.answered:
+            exitcode = w.proc.exitcode
+            for t in lost:
+                err = self._lost(w, t, exitcode)
+                self._results.append((t.job, t.index, (False, err)))
+            if not lost and exitcode and exitcode > 0:
+                self._early_death(w.proc.pid, exitcode)
+
+    def _take_back(self, w: _Worker) -> list[_Task]:
+        """Take every task still queued for (dead) *w* out of its channel.
+
+        Messages are atomic, so each task is either here or was received
+        whole by the worker: these never started (lock held).
+        """
+        back = []
+        while True:
+            try:
+                msg = _wire.recv(w.channel.child, self._buf, block=False)
+            except (BlockingIOError, InterruptedError, OSError):
+                break
+            if msg is None:  # pragma: no cover
+                break
+            t = w.outstanding.pop(msg.seq, None)
+            _discard(msg)
+            if t is None:  # the close() sentinel
+                continue
+            if t.timeout:
+                self._timed -= 1
+            back.append(t)
+        return back
+
+    def _lost(self, w: _Worker, t: _Task, exitcode: int | None) -> Exception:
+        if w.killed_for == t.seq:
+            return TaskTimeoutError(
+                "task timed out; its worker and everything it started were killed",
+                pid=w.proc.pid,
+                exitcode=exitcode,
+                task=t.describe(),
+                timeout=t.timeout,
+            )
+        return WorkerLostError(
+            "worker died while running a task",
+            pid=w.proc.pid,
+            exitcode=exitcode,
+            task=t.describe(),
+        )
+
+    def _early_death(self, pid: int, exitcode: int) -> None:
+        # Workers that exit with an error before taking any task, again and
+        # again, are the stdlib's endless respawn loop around a failing
+        # initializer: every task would wait forever.  Fail the waiting
+        # ones instead (signals do not count: a kill storm is not this).
+        self._early_deaths += 1
+        if self._early_deaths < max(3, self._processes):
+            return
+        with self._lock:
+            waiting = list(self._backlog)
+            self._backlog.clear()
+            self._room.notify_all()
+        for t in waiting:
+            err = WorkerLostError(
+                "workers keep exiting before they run any task",
+                pid=pid,
+                exitcode=exitcode,
+                task=t.describe(),
+                hint="check the pool's initializer",
+            )
+            self._results.append((t.job, t.index, (False, err)))
+
+    def _forget(self, w: _Worker, *, reuse: bool = False) -> None:
+        """Stop feeding *w*; keep its channel for reuse or close it (lock held)."""
+        w.dead = True
+        self._workers.pop(w.channel.parent.fileno(), None)
+        del w.stamp  # release the buffer export before unmapping
+        if reuse and not self._closed and len(self._free) < self._processes:
+            self._free.append(w.channel)
+            return
+        self._release(w.channel)
+
+    def _release(self, channel: Channel) -> None:
+        fd = channel.parent.fileno()
+        if fd in self._registered:
+            self._registered.discard(fd)
+            try:
+                self._sel.unregister(fd)
+            except (KeyError, ValueError, OSError):
+                pass
+        channel.close()
+
+    # --- timeouts ----------------------------------------------------------
+
+    def _check_timeouts(self) -> float | None:
+        """Kill overrunning workers; return seconds until the next deadline."""
+        now = int(time.monotonic() * 1000) & _MASK
+        victims = []
+        soonest = math.inf
+        with self._lock:
+            for w in self._workers.values():
+                if w.dead or w.proc is None or w.killed_for is not None:
+                    continue
+                if not w.outstanding:
+                    continue
+                t = next(iter(w.outstanding.values()))
+                if not t.timeout:
+                    continue
+                stamp = w.stamp.value
+                if _wire.started(stamp, t.seq):
+                    left = t.timeout - ((now - (stamp & _MASK)) & _MASK) / 1000
+                else:  # not started yet: it cannot end before a full timeout
+                    left = t.timeout
+                if left <= 0:
+                    w.killed_for = t.seq
+                    victims.append(w)
+                else:
+                    soonest = min(soonest, left)
+        for w in victims:
+            _kill_tree_now(w.proc)
+        return None if soonest == math.inf else soonest
+
+    # --- shutdown ------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop dispatching: ``get()`` returns None, ``put()`` drops tasks."""
+        with self._lock:
+            self._stopped = True
+            self._room.notify_all()
+        self._wake()
+
+    def close(self) -> None:
+        """Stop, and release every channel and descriptor.  Idempotent."""
+        self.stop()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for w in list(self._workers.values()):
+                self._forget(w)
+            for channel in self._free:
+                self._release(channel)
+            self._free.clear()
+            self._backlog.clear()
+            self._sel.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+
+def _discard(msg: _wire.Message) -> None:
+    """Drop a message taken back from a channel (the task keeps its data)."""
+    if msg.fd is not None:
+        os.close(msg.fd)
+
+
+def _kill_tree_now(proc: Any) -> None:
+    """SIGKILL a worker and its descendants at once (a timed-out task).
+
+    The descendants are listed first: once the worker dies they are
+    reparented and no longer found below it.
+    """
+    popen = getattr(proc, "_popen", None)
+    if popen is None:  # pragma: no cover
+        return
+    desc = snapshot_descendants([popen.pid])
+    popen._send_signal(signal.SIGKILL)
+    signal_procs(desc, signal.SIGKILL)

@@ -1,0 +1,170 @@
+"""Messages on a pool worker's channel (both ends use this module).
+
+A message is one atomic socket message (``_platform.channel_pair``)::
+
+    header: seq (u64) | flags (u8)   then either
+    the pickled payload                        (inline), or
+    payload size (u64) + one SCM_RIGHTS fd     (flag FD: large payloads)
+
+``seq`` numbers tasks; a worker echoes the task's ``seq`` in its result, so
+the parent can match results to the tasks it handed to that worker.  The
+parent may also take unclaimed messages back out of a worker's receive
+queue (when the worker dies, or to give queued work to an idle worker):
+because each message is atomic, every task is either still queued, taken
+by the worker, or answered, never half-read.
+"""
+
+from __future__ import annotations
+
+import array
+import os
+import socket
+import struct
+import time
+from typing import NamedTuple
+
+from . import _platform
+
+__all__ = [
+    "FD",
+    "HEADER",
+    "TIMED",
+    "Message",
+    "mark",
+    "payload",
+    "recv",
+    "send",
+    "stamp",
+    "started",
+]
+
+HEADER = struct.Struct("<QB")
+_SIZE = struct.Struct("<Q")
+#: Flag: the payload is in the attached file descriptor.
+FD = 1
+#: Flag: the task has a timeout; the worker stamps its start in its slot.
+TIMED = 2
+
+_FD_SPACE = socket.CMSG_SPACE(array.array("i").itemsize)
+BUFSIZE = HEADER.size + _platform.INLINE_MAX
+_DONTWAIT = socket.MSG_DONTWAIT
+
+
+class Message(NamedTuple):
+    """A message as received: exactly one of *data* and *fd* is set."""
+
+    seq: int
+    flags: int
+    data: bytes | memoryview | None
+    fd: int | None
+    size: int
+
+
+def send(
+    sock: socket.socket,
+    seq: int,
+    flags: int,
+    data: bytes | None,
+    fd: int | None = None,
+    size: int = 0,
+    *,
+    block: bool,
+) -> None:
+    """Send one message.  Raises BlockingIOError if *block* is false and the
+    socket is full; nothing is sent then.
+
+    Pass the payload as *data* (it is moved to an anonymous file when too
+    large for one message) or as an *fd* of *size* bytes (a message taken
+    back out of a queue).  The caller keeps ownership of *fd*.
+    """
+    mflags = 0 if block else _DONTWAIT
+    if fd is None:
+        assert data is not None
+        if len(data) <= _platform.INLINE_MAX:
+            sock.send(HEADER.pack(seq, flags & ~FD) + data, mflags)
+            return
+        fd = _platform.anon_file(data)
+        size = len(data)
+        try:
+            _send_fd(sock, seq, flags, fd, size, mflags)
+        finally:
+            _close(fd)
+        return
+    _send_fd(sock, seq, flags, fd, size, mflags)
+
+
+def _send_fd(
+    sock: socket.socket, seq: int, flags: int, fd: int, size: int, mflags: int
+) -> None:
+    sock.sendmsg(
+        [HEADER.pack(seq, flags | FD) + _SIZE.pack(size)],
+        [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))],
+        mflags,
+    )
+
+
+def recv(sock: socket.socket, buf: bytearray, *, block: bool) -> Message | None:
+    """Receive one message into *buf* (size :data:`BUFSIZE`); None at EOF.
+
+    An inline payload is a view into *buf*: use it before the next call.
+    Raises BlockingIOError if *block* is false and nothing is queued.
+    """
+    n, anc, _flags, _ = sock.recvmsg_into([buf], _FD_SPACE, 0 if block else _DONTWAIT)
+    if n == 0:
+        return None
+    fds: list[int] = []
+    for level, kind, cdata in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            got = array.array("i")
+            got.frombytes(cdata[: len(cdata) - len(cdata) % got.itemsize])
+            fds.extend(got)
+    seq, flags = HEADER.unpack_from(buf)
+    if flags & FD:
+        if not fds:  # pragma: no cover - MSG_CTRUNC: out of descriptors
+            msg = "payload descriptor was not received (out of file descriptors?)"
+            raise OSError(msg)
+        for extra in fds[1:]:  # pragma: no cover - never sent
+            _close(extra)
+        (size,) = _SIZE.unpack_from(buf, HEADER.size)
+        return Message(seq, flags, None, fds[0], size)
+    for extra in fds:  # pragma: no cover - never sent
+        _close(extra)
+    return Message(seq, flags, memoryview(buf)[HEADER.size : n], None, n - HEADER.size)
+
+
+def payload(msg: Message) -> bytes | memoryview:
+    """The pickled payload of *msg*; closes its descriptor, if any."""
+    if msg.fd is None:
+        assert msg.data is not None
+        return msg.data
+    try:
+        return _platform.read_anon_file(msg.fd, msg.size)
+    finally:
+        _close(msg.fd)
+
+
+def stamp(seq: int) -> int:
+    """The slot word a worker writes when it starts timed task *seq*.
+
+    One 64-bit word (one store, never torn): the low 32 bits of *seq* and
+    of the monotonic clock in milliseconds (CLOCK_MONOTONIC is the same
+    clock in every process).
+    """
+    return ((seq & 0xFFFFFFFF) << 32) | (int(time.monotonic() * 1000) & 0xFFFFFFFF)
+
+
+def mark(seq: int) -> int:
+    """The slot word for untimed task *seq*: :func:`stamp` without a clock."""
+    return (seq & 0xFFFFFFFF) << 32
+
+
+def started(word: int, seq: int) -> bool:
+    """Whether slot *word* says task *seq* was started."""
+    return word >> 32 == seq & 0xFFFFFFFF
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:  # pragma: no cover
+        pass

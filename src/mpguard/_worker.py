@@ -1,0 +1,81 @@
+"""The worker's side of a GuardedPool: runs in the worker process.
+
+The loop itself is the stdlib's ``multiprocessing.pool.worker`` (so
+initializer, ``maxtasksperchild``, exception wrapping and unpicklable
+results behave exactly as in ``multiprocessing.Pool``); mpguard only swaps
+the two queues it reads and writes for the worker's own channel.  There is
+no shared queue and so no shared lock for a dying worker to leave taken
+(gh-96062), and no half-read message for the next reader to choke on.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from multiprocessing.reduction import ForkingPickler
+from typing import TYPE_CHECKING, Any
+
+from . import _compat, _wire
+
+if TYPE_CHECKING:
+    import mmap
+    import socket
+    from collections.abc import Callable, Iterable
+
+__all__ = ["worker_main"]
+
+
+class _Inbox:
+    """What the stdlib worker loop calls ``inqueue``: only ``get()``."""
+
+    def __init__(self, sock: socket.socket, slot: mmap.mmap) -> None:
+        self._sock = sock
+        self._buf = bytearray(_wire.BUFSIZE)
+        self._slot = ctypes.c_uint64.from_buffer(slot)
+        self.seq = 0
+
+    def get(self) -> Any:
+        msg = _wire.recv(self._sock, self._buf, block=True)
+        if msg is None:  # the parent is gone (the guardian kills us anyway)
+            raise EOFError
+        self.seq = msg.seq
+        # "Started" mark, before anything of the task runs (unpickling
+        # included): a worker that dies without it never ran the task, and
+        # the parent gives the task to another worker instead of failing
+        # it.  One 64-bit store; timed tasks also stamp the clock, which
+        # starts the parent's deadline.
+        if msg.flags & _wire.TIMED:
+            self._slot.value = _wire.stamp(msg.seq)
+        else:
+            self._slot.value = _wire.mark(msg.seq)
+        return ForkingPickler.loads(_wire.payload(msg))
+
+
+class _Outbox:
+    """What the stdlib worker loop calls ``outqueue``: only ``put()``."""
+
+    def __init__(self, sock: socket.socket, inbox: _Inbox) -> None:
+        self._sock = sock
+        self._inbox = inbox
+
+    def put(self, obj: Any) -> None:
+        # Pickle first: an unpicklable result raises here, and the stdlib
+        # loop then sends a MaybeEncodingError instead.
+        data = bytes(ForkingPickler.dumps(obj))
+        _wire.send(self._sock, self._inbox.seq, 0, data, block=True)
+
+
+def worker_main(
+    sock: socket.socket,
+    parent_end: socket.socket,
+    slot: mmap.mmap,
+    initializer: Callable[..., object] | None,
+    initargs: Iterable[Any],
+    maxtasks: int | None,
+    wrap_exception: bool,
+) -> None:
+    """Target of every GuardedPool worker process."""
+    parent_end.close()
+    inbox = _Inbox(sock, slot)
+    _compat.pool_worker(
+        inbox, _Outbox(sock, inbox), initializer, initargs, maxtasks, wrap_exception
+    )

@@ -1,0 +1,91 @@
+"""A worker dies mid-task: that task alone fails, fast, and the pool goes on.
+
+Negative control: the stdlib Pool's map never returns (gh-66587).
+"""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from _support import LONG, scenario
+
+pytestmark = pytest.mark.linux
+
+N, VICTIM = 8, 5
+SQUARES = [i * i for i in range(N)]
+OTHERS = [i for i in range(N) if i != VICTIM]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    with scenario("lost_worker", tmp_path_factory.mktemp("lw"), "guarded") as sc:
+        r = sc.report(LONG)
+        assert sc.wait(LONG) == 0, sc.output()
+    return r
+
+
+def _run(r, api, how="sigkill"):
+    return next(x for x in r["runs"] if x["api"] == api and x["how"] == how)
+
+
+def _check_error(err, how="sigkill"):
+    assert err["type"] == "WorkerLostError"
+    assert err["pid"] > 1
+    # The task is named, with its arguments: map chunks of one item too.
+    assert err["task"].startswith(("work(", "star("))
+    assert ", 5, " in err["task"]
+    assert f"task={err['task']}" in err["str"]
+    if how == "sigkill":
+        assert err["signal"] == signal.SIGKILL
+        assert "signal=SIGKILL" in err["str"]
+    elif how == "segv":
+        assert err["signal"] == signal.SIGSEGV
+    else:
+        assert err["exitcode"] == 3
+        assert err["signal"] is None
+        assert "exitcode=3" in err["str"]
+
+
+@pytest.mark.parametrize("api", ["map", "starmap"])
+def test_map_raises_the_lost_task_and_runs_the_rest(runs, api):
+    r = _run(runs, api)
+    _check_error(r["error"])
+    assert r["done"] == OTHERS  # every other task ran to the end
+
+
+def test_imap_yields_results_before_the_lost_task_then_raises(runs):
+    r = _run(runs, "imap")
+    assert r["result"] == SQUARES[:VICTIM]
+    _check_error(r["error"])
+
+
+def test_imap_unordered_fails_one_item_and_yields_the_others(runs):
+    r = _run(runs, "imap_unordered")
+    assert r["result"] == sorted(SQUARES[i] for i in OTHERS)
+    assert len(r["errors"]) == 1
+    _check_error(r["errors"][0])
+
+
+@pytest.mark.parametrize("how", ["sigkill", "exit", "segv"])
+def test_apply_async_callbacks_fire_and_error_is_fast(runs, how):
+    r = _run(runs, "apply_async", how)
+    assert r["callbacks"] == sorted(SQUARES[i] for i in OTHERS)
+    assert len(r["error_callbacks"]) == 1
+    _check_error(r["error_callbacks"][0], how)
+    assert r["errors"] == r["error_callbacks"]
+    assert r["delay"] < 0.5, r["delay"]  # from the kill to error_callback
+    assert r["done"] == OTHERS
+
+
+def test_pool_stays_usable_and_reaps(runs):
+    assert runs["after"] == [abs(i) for i in range(-5, 5)]
+    assert runs["zombies"] == []
+
+
+def test_control_stdlib_map_hangs_when_a_worker_dies(tmp_path):
+    with scenario("lost_worker", tmp_path, "stdlib") as sc:
+        r = sc.report(LONG)
+        assert r["hung"], r  # map_async().get(timeout=3) timed out
+        assert VICTIM not in r["done"]
