@@ -71,3 +71,4 @@ def test_non_numeric_timeouts_are_type_errors(bad):
 def test_apply_async_timeout_is_validated(guarded):
     assert guarded["bad_timeout"].startswith("ValueError: timeout must be positive")
     assert guarded["apply_with_timeout"] == 3
+    assert guarded["ctx_pool_timeout"] == 0.25  # get_context("guarded").Pool

@@ -80,8 +80,10 @@ class GuardedContext(ForkContext):
         maxtasksperchild: int | None = None,
         *,
         grace: float | None = None,
+        task_timeout: float | None = None,
     ) -> GuardedPool:
-        """Return a :class:`mpguard.GuardedPool` (same arguments as Pool)."""
+        """Return a :class:`mpguard.GuardedPool` (same arguments as Pool,
+        plus its keyword-only *grace* and *task_timeout*)."""
         from ._pool import GuardedPool  # noqa: PLC0415 - import cycle
 
         return GuardedPool(
@@ -91,6 +93,7 @@ class GuardedContext(ForkContext):
             maxtasksperchild,
             context=self,
             grace=grace,
+            task_timeout=task_timeout,
         )
 
     def __repr__(self) -> str:

@@ -112,6 +112,10 @@ def main() -> None:
     except ValueError as e:
         out["bad_timeout"] = f"ValueError: {e}"
     out["apply_with_timeout"] = pool.apply(abs, (-3,), timeout=5)
+    import multiprocessing as mp
+
+    with mp.get_context("guarded").Pool(1, task_timeout=0.25) as via_ctx:
+        out["ctx_pool_timeout"] = via_ctx.task_timeout
     out["untimed_ok"] = untimed.get(10) is None
     for p in (pool, other, timed):
         p.close()
