@@ -29,8 +29,12 @@ WORKERS = 3
 def task(outdir: str) -> None:
     """A pool task: start a child, publish both pids, stay busy."""
     child = subprocess.Popen(["sleep", "600"])
-    with open(os.path.join(outdir, f"{os.getpid()}.json"), "w") as f:
+    # Written aside and renamed into place: the demo must never read a
+    # half-written file.
+    tmp = os.path.join(outdir, f"{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
         json.dump({"worker": os.getpid(), "child": child.pid}, f)
+    os.replace(tmp, os.path.join(outdir, f"{os.getpid()}.json"))
     while True:
         sum(range(10_000))
 
@@ -63,10 +67,14 @@ def run(kind: str) -> list[int]:
         start_new_session=True,
     )
     deadline = time.monotonic() + 30
-    while len(os.listdir(outdir)) < WORKERS and time.monotonic() < deadline:
+
+    def published() -> list[str]:
+        return [n for n in os.listdir(outdir) if n.endswith(".json")]
+
+    while len(published()) < WORKERS and time.monotonic() < deadline:
         time.sleep(0.01)
     pids = []
-    for name in os.listdir(outdir):
+    for name in published():
         with open(os.path.join(outdir, name)) as f:
             info = json.load(f)
         pids += [info["worker"], info["child"]]

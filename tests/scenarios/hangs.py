@@ -66,6 +66,14 @@ def main() -> None:
         pool = get_pool(mode, 2)
         pool.map(abs, range(4))  # workers now idle in the task queue
         time.sleep(0.2)
+        if mode == "stdlib":
+            # Wait until an idle worker is blocked reading the queue with
+            # its read lock taken (value 0), so that the kill poisons it
+            # whatever the machine's load.
+            lock = pool._inqueue._rlock._semlock
+            deadline = time.monotonic() + 10
+            while lock._get_value() != 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
         victims = [w.pid for w in pool._pool]
         for pid in victims:
             os.kill(pid, signal.SIGKILL)
