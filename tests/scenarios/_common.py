@@ -73,6 +73,28 @@ def wait_files(directory: str, n: int, timeout: float = 30.0) -> list[dict]:
         time.sleep(0.01)
 
 
+def zombie_children() -> list[int]:
+    """Pids of this process's children that are zombies (not yet reaped)."""
+    import psutil
+
+    out = []
+    for c in psutil.Process().children():
+        try:
+            if c.status() == psutil.STATUS_ZOMBIE:
+                out.append(c.pid)
+        except psutil.Error:
+            pass
+    return out
+
+
+def zombies_after(timeout: float = 5.0) -> list[int]:
+    """Zombie children still there after waiting up to *timeout* seconds."""
+    deadline = time.monotonic() + timeout
+    while zombie_children() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return zombie_children()
+
+
 def hold() -> None:
     """Wait for the test to act (signal us); never returns on its own."""
     while True:

@@ -15,23 +15,11 @@ import signal
 import sys
 import time
 
-import psutil
-from _common import get_pool, report
+from _common import get_pool, report, zombie_children
 
 
 def task(i: int) -> int:
     return os.getpid()
-
-
-def zombies() -> list[int]:
-    out = []
-    for c in psutil.Process().children():
-        try:
-            if c.status() == psutil.STATUS_ZOMBIE:
-                out.append(c.pid)
-        except psutil.Error:
-            pass
-    return out
 
 
 def main() -> None:
@@ -45,9 +33,9 @@ def main() -> None:
     except multiprocessing.TimeoutError:
         pids, hung = [], True
     # Zombies right after the map, then after 100 ms.
-    z0 = zombies()
+    z0 = zombie_children()
     time.sleep(0.1)
-    z1 = zombies()
+    z1 = zombie_children()
     report(
         path,
         pid=os.getpid(),

@@ -21,8 +21,7 @@ import sys
 import tempfile
 import time
 
-import psutil
-from _common import append_line, get_pool, report
+from _common import append_line, get_pool, report, zombies_after
 
 N = 8
 VICTIM = 5
@@ -133,17 +132,6 @@ def run_api(pool, api: str, how: str, tmp: str) -> dict:
     return out
 
 
-def zombies() -> list[int]:
-    out = []
-    for c in psutil.Process().children():
-        try:
-            if c.status() == psutil.STATUS_ZOMBIE:
-                out.append(c.pid)
-        except psutil.Error:
-            pass
-    return out
-
-
 def main() -> None:
     path, mode = sys.argv[1], sys.argv[2]
     tmp = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(path)))
@@ -178,10 +166,7 @@ def main() -> None:
         runs.append(run_api(pool, "apply_async", how, tmp))
         seen.update(w.pid for w in pool._pool)
     after = pool.map(abs, range(-5, 5))
-    deadline = time.monotonic() + 5
-    while zombies() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    z = zombies()
+    z = zombies_after(5.0)
     pool.close()
     pool.join()
     report(path, runs=runs, after=after, zombies=z, workers=sorted(seen))

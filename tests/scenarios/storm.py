@@ -25,8 +25,7 @@ import tempfile
 import threading
 import time
 
-import psutil
-from _common import append_line, get_pool, report
+from _common import append_line, get_pool, report, zombies_after
 
 WORKERS = 2
 
@@ -51,17 +50,6 @@ def killer(pool, rng, kills, span, killed, stop) -> None:
         except ProcessLookupError:
             continue
         killed.append(pid)
-
-
-def zombies() -> list[int]:
-    out = []
-    for c in psutil.Process().children():
-        try:
-            if c.status() == psutil.STATUS_ZOMBIE:
-                out.append(c.pid)
-        except psutil.Error:
-            pass
-    return out
 
 
 def outcome(r) -> list:
@@ -119,9 +107,6 @@ def main() -> None:
         pool.join()
     elif phase == "terminate":
         pool.join()
-    deadline = time.monotonic() + 5
-    while zombies() and time.monotonic() < deadline:
-        time.sleep(0.01)
     with open(log) as f:
         starts = [line.split()[1:] for line in f]
     report(
@@ -131,7 +116,7 @@ def main() -> None:
         killed=killed,
         outcomes=[outcome(r) for r in results],
         starts=[[int(i), int(p)] for i, p in starts],
-        zombies=zombies(),
+        zombies=zombies_after(5.0),
     )
 
 
