@@ -61,36 +61,23 @@ class Message(NamedTuple):
 
 
 def send(
-    sock: socket.socket,
-    seq: int,
-    flags: int,
-    data: bytes | None,
-    fd: int | None = None,
-    size: int = 0,
-    *,
-    block: bool,
+    sock: socket.socket, seq: int, flags: int, data: bytes, *, block: bool
 ) -> None:
     """Send one message.  Raises BlockingIOError if *block* is false and the
     socket is full; nothing is sent then.
 
-    Pass the payload as *data* (it is moved to an anonymous file when too
-    large for one message) or as an *fd* of *size* bytes (a message taken
-    back out of a queue).  The caller keeps ownership of *fd*.
+    A payload too large for one message travels in an anonymous file whose
+    descriptor is attached to the message.
     """
     mflags = 0 if block else _DONTWAIT
-    if fd is None:
-        assert data is not None
-        if len(data) <= _platform.INLINE_MAX:
-            sock.send(HEADER.pack(seq, flags & ~FD) + data, mflags)
-            return
-        fd = _platform.anon_file(data)
-        size = len(data)
-        try:
-            _send_fd(sock, seq, flags, fd, size, mflags)
-        finally:
-            _close(fd)
+    if len(data) <= _platform.INLINE_MAX:
+        sock.send(HEADER.pack(seq, flags & ~FD) + data, mflags)
         return
-    _send_fd(sock, seq, flags, fd, size, mflags)
+    fd = _platform.anon_file(data)
+    try:
+        _send_fd(sock, seq, flags, fd, len(data), mflags)
+    finally:
+        _close(fd)
 
 
 def _send_fd(
