@@ -229,10 +229,10 @@ def _terminate_pool(
     stop()
     kill_workers(list(pool), grace)
 
-    # GuardedPool workers never touch inqueue (each has its own channel);
-    # drain it anyway, without inqueue._rlock, in case anything was put.
-    _drain(inqueue, task_handler)
-
+    # Nothing to drain: GuardedPool workers never touch inqueue (each has
+    # its own channel), and stop() above woke a task handler waiting in the
+    # dispatcher's put(), which is what the stdlib's _help_stuff_finish
+    # drains inqueue for.
     _put_nowait(change_notifier)
     _put_nowait(outqueue)  # wakes _handle_results; bypasses outqueue._wlock
 
@@ -244,20 +244,12 @@ def _terminate_pool(
 
 
 def _put_nowait(queue: Any) -> None:
-    # SimpleQueue.put takes _wlock; a worker SIGKILLed inside put() leaves
-    # it taken forever.  Write the pickled sentinel straight to the pipe.
+    # SimpleQueue.put would take _wlock.  Only the parent's threads write
+    # to these queues now, but a write straight to the pipe (one write below
+    # PIPE_BUF: atomic) needs no lock at all, so terminate() waits on none.
     try:
         queue._writer.send_bytes(_NONE_PICKLE)
     except OSError:
-        pass
-
-
-def _drain(inqueue: Any, task_handler: threading.Thread) -> None:
-    reader = inqueue._reader
-    try:
-        while task_handler.is_alive() and reader.poll():
-            reader.recv_bytes()
-    except (OSError, EOFError):
         pass
 
 
