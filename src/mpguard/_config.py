@@ -59,16 +59,26 @@ class GuardPolicy:
     signals: tuple[signal.Signals, ...] = DEFAULT_SIGNALS
 
 
+def validate_seconds(value: object, name: str, *, allow_zero: bool) -> float:
+    """Return *value*, a duration named *name*, as a float.
+
+    Raises TypeError for a non-number (``bool`` included) and ValueError
+    for NaN, infinity, a negative value, or zero unless *allow_zero*.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        msg = f"{name} must be a number of seconds (got {value!r})"
+        raise TypeError(msg)
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
+        rule = "a finite number >= 0" if allow_zero else "positive and finite"
+        msg = f"{name} must be {rule} (got {value!r})"
+        raise ValueError(msg)
+    return seconds
+
+
 def validate_grace(grace: object) -> float:
     """Return *grace* as a float, or raise ValueError/TypeError."""
-    if isinstance(grace, bool) or not isinstance(grace, (int, float)):
-        msg = f"grace must be a number of seconds (got {grace!r})"
-        raise TypeError(msg)
-    value = float(grace)
-    if not math.isfinite(value) or value < 0:
-        msg = f"grace must be a finite number >= 0 (got {grace!r})"
-        raise ValueError(msg)
-    return value
+    return validate_seconds(grace, "grace", allow_zero=True)
 
 
 def _validate_signals(sigs: Iterable[int]) -> tuple[signal.Signals, ...]:

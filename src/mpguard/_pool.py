@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
 import multiprocessing.pool
 import os
 import time
@@ -11,7 +10,7 @@ from multiprocessing import util
 from typing import TYPE_CHECKING, Any
 
 from . import _compat
-from ._config import get_policy, validate_grace
+from ._config import get_policy, validate_grace, validate_seconds
 from ._context import GuardedContext, GuardedProcess, register
 from ._dispatch import Channel, Dispatcher
 from ._errors import PoolTerminatedError
@@ -28,13 +27,7 @@ __all__ = ["GuardedPool"]
 def _validate_timeout(timeout: object, name: str) -> float | None:
     if timeout is None:
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        msg = f"{name} must be a number of seconds or None (got {timeout!r})"
-        raise TypeError(msg)
-    if not (timeout > 0 and math.isfinite(timeout)):
-        msg = f"{name} must be positive and finite (got {timeout!r})"
-        raise ValueError(msg)
-    return float(timeout)
+    return validate_seconds(timeout, name, allow_zero=False)
 
 
 class GuardedPool(multiprocessing.pool.Pool):
