@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
 SCENARIOS = Path(__file__).parent / "scenarios"
+#: The guarded start methods, as CPython's per-start-method test packages
+#: (test_multiprocessing_fork/forkserver/spawn) run one suite per method.
+GUARDED_METHODS = ["guarded-fork", "guarded-forkserver", "guarded-spawn"]
 SHORT = 5.0
 LONG = 30.0
 
@@ -176,8 +179,13 @@ def scenario(
     *args: str,
     env: dict[str, str] | None = None,
     argv: list[str] | None = None,
+    method: str | None = None,
 ) -> Iterator[Scenario]:
-    """Start ``scenarios/<name>.py REPORT *args`` in its own session."""
+    """Start ``scenarios/<name>.py REPORT *args`` in its own session.
+
+    *method* is the guarded start method the scenario uses (the
+    ``start_method`` fixture); its controls use the stdlib method under it.
+    """
     report_path = tmp_path / f"{name}-{time.monotonic_ns()}.json"
     if argv is not None:  # a shell command line around the scenario
         cmd = [x.replace("{report}", str(report_path)) for x in argv]
@@ -186,6 +194,9 @@ def scenario(
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = str(SCENARIOS)
     full_env.pop("MPGUARD_DISABLE", None)
+    full_env.pop("MPGUARD_TEST_METHOD", None)
+    if method is not None:
+        full_env["MPGUARD_TEST_METHOD"] = method
     if env:
         full_env.update(env)
     with (

@@ -87,6 +87,12 @@ def test_fork_with_threads_warning_is_not_hidden(api):
     assert api["fork_with_threads_warning"] == expected
 
 
+@pytest.mark.parametrize("method", ["guarded-spawn", "guarded-forkserver"])
+def test_spawn_and_forkserver_do_not_fork_a_threaded_parent(api, method):
+    # The documented way out of the 3.12+ warning: no fork of this process.
+    assert api[f"{method}_with_threads_warning"] == []
+
+
 def test_shutdown_restores_handlers_and_a_new_guard_follows(api):
     assert api["sigterm_restored_after_shutdown"]
     assert api["new_guard_differs"]
@@ -162,3 +168,86 @@ def test_get_context_works_in_a_fresh_interpreter():
     )
     out = _python(code)
     assert out.stdout.strip() == "fork", out.stderr
+
+
+def test_every_guarded_method_resolves_and_keeps_the_stdlib_name():
+    code = (
+        "import multiprocessing as mp, mpguard\n"
+        "for key in ('guarded', *mpguard.START_METHODS):\n"
+        "    ctx = mp.get_context(key)\n"
+        "    assert isinstance(ctx, mpguard.GuardedContext), ctx\n"
+        "    assert mpguard.get_context(key) is ctx\n"
+        "    print(key, ctx.get_start_method(), type(ctx).__name__)\n"
+        "assert mp.get_context('guarded') is mp.get_context('guarded-fork')\n"
+        "try:\n"
+        "    mpguard.get_context('spawn')\n"
+        "except ValueError as e:\n"
+        "    print('ValueError:', e)\n"
+        "try:\n"
+        "    mpguard.GuardedPool(1, context=mp.get_context('spawn'))\n"
+        "except TypeError as e:\n"
+        "    print('TypeError:', e)\n"
+    )
+    out = _python(code)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[:4] == [
+        "guarded fork GuardedForkContext",
+        "guarded-fork fork GuardedForkContext",
+        "guarded-forkserver forkserver GuardedForkServerContext",
+        "guarded-spawn spawn GuardedSpawnContext",
+    ]
+    assert lines[4].startswith("ValueError: not a guarded start method: 'spawn'")
+    assert lines[5].startswith("TypeError: GuardedPool needs a guarded context")
+
+
+@pytest.mark.parametrize("method", ["guarded-spawn", "guarded-forkserver"])
+def test_named_semaphores_and_executor_work_under_spawn_and_forkserver(method):
+    # Named "spawn"/"forkserver", so SemLock is named and tracked as the
+    # stdlib needs, and ProcessPoolExecutor runs its workers guarded.
+    code = (
+        "import os, concurrent.futures as cf, multiprocessing as mp, mpguard\n"
+        "def child(lock, q):\n"
+        "    with lock:\n"
+        "        q.put(os.getpgrp())\n"
+        "if __name__ == '__main__':\n"
+        f"    ctx = mp.get_context({method!r})\n"
+        "    lock, q = ctx.Lock(), ctx.Queue()\n"
+        "    p = ctx.Process(target=child, args=(lock, q)); p.start()\n"
+        "    g = q.get(timeout=30); p.join()\n"
+        "    with cf.ProcessPoolExecutor(2, mp_context=ctx) as ex:\n"
+        "        groups = set(ex.map(os.getpgid, [0] * 4))\n"
+        "    print(g != os.getpgrp(), groups == {g}, p.exitcode)\n"
+    )
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        script = Path(d) / "prog.py"
+        script.write_text(code)
+        out = subprocess.run(
+            [sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            start_new_session=True,
+        )
+    assert out.stdout.split() == ["True", "True", "0"], out.stderr
+
+
+def test_guarded_forkserver_is_refused_where_untested():
+    # Python 3.14 changed the forkserver protocol; until tested there the
+    # method fails with a typed error naming what to use instead.
+    code = (
+        "import multiprocessing as mp, mpguard\n"
+        "from mpguard import _compat\n"
+        "_compat.FORKSERVER_SUPPORTED = False\n"
+        "try:\n"
+        "    mp.get_context('guarded-forkserver')\n"
+        "except mpguard.UnsupportedPlatformError as e:\n"
+        "    print('refused:', e)\n"
+    )
+    out = _python(code)
+    assert "refused: guarded-forkserver is tested on Python 3.9-3.13" in out.stdout, (
+        out.stderr
+    )

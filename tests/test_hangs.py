@@ -15,13 +15,13 @@ pytestmark = pytest.mark.linux
 GRACE = 1.0  # the default policy's
 
 
-def _run(tmp_path, mode, case):
-    with scenario("hangs", tmp_path, mode, case) as sc:
+def _run(tmp_path, mode, case, method=None):
+    with scenario("hangs", tmp_path, mode, case, method=method) as sc:
         return sc.report(LONG)
 
 
-def test_idle_workers_killed_at_once_do_not_poison_the_pool(tmp_path):
-    r = _run(tmp_path, "guarded", "poisoned")
+def test_idle_workers_killed_at_once_do_not_poison_the_pool(tmp_path, start_method):
+    r = _run(tmp_path, "guarded", "poisoned", start_method)
     assert not r["map"]["hung"], r
     # Idle workers had started nothing: their tasks go elsewhere, none
     # fails.  Under heavy parallel load (tox -p 2) this once came back as
@@ -36,8 +36,10 @@ def test_idle_workers_killed_at_once_do_not_poison_the_pool(tmp_path):
     assert r["terminate"]["elapsed"] < GRACE + 0.5
 
 
-def test_control_stdlib_poisoned_queue_lock_hangs_map_and_terminate(tmp_path):
-    r = _run(tmp_path, "stdlib", "poisoned")
+def test_control_stdlib_poisoned_queue_lock_hangs_map_and_terminate(
+    tmp_path, start_method
+):
+    r = _run(tmp_path, "stdlib", "poisoned", start_method)
     assert r["map"]["hung"]  # gh-96062
     assert r["terminate"]["hung"]  # gh-78178
 
@@ -66,13 +68,13 @@ def test_control_stdlib_with_block_hangs_on_workers_ignoring_sigterm(tmp_path):
     assert r["get_after"]["hung"]
 
 
-def test_failing_initializer_fails_tasks_instead_of_hanging(tmp_path):
-    r = _run(tmp_path, "guarded", "initializer")
+def test_failing_initializer_fails_tasks_instead_of_hanging(tmp_path, start_method):
+    r = _run(tmp_path, "guarded", "initializer", start_method)
     assert not r["get"]["hung"]
     assert r["get"]["error"] == "WorkerLostError"
     assert r["get"]["hint"] == "check the pool's initializer"
     assert "exitcode=1" in r["get"]["str"]
 
 
-def test_control_stdlib_failing_initializer_hangs(tmp_path):
-    assert _run(tmp_path, "stdlib", "initializer")["get"]["hung"]
+def test_control_stdlib_failing_initializer_hangs(tmp_path, start_method):
+    assert _run(tmp_path, "stdlib", "initializer", start_method)["get"]["hung"]

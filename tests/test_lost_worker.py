@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from _support import LONG, scenario
+from _support import GUARDED_METHODS, LONG, scenario
 
 pytestmark = pytest.mark.linux
 
@@ -18,9 +18,11 @@ SQUARES = [i * i for i in range(N)]
 OTHERS = [i for i in range(N) if i != VICTIM]
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    with scenario("lost_worker", tmp_path_factory.mktemp("lw"), "guarded") as sc:
+@pytest.fixture(scope="module", params=GUARDED_METHODS)
+def runs(tmp_path_factory, request):
+    # One scenario run per start method; every test below reads its part.
+    tmp = tmp_path_factory.mktemp("lw")
+    with scenario("lost_worker", tmp, "guarded", method=request.param) as sc:
         r = sc.report(LONG)
         assert sc.wait(LONG) == 0, sc.output()
     return r
@@ -84,8 +86,8 @@ def test_pool_stays_usable_and_reaps(runs):
     assert runs["zombies"] == []
 
 
-def test_control_stdlib_map_hangs_when_a_worker_dies(tmp_path):
-    with scenario("lost_worker", tmp_path, "stdlib") as sc:
+def test_control_stdlib_map_hangs_when_a_worker_dies(tmp_path, start_method):
+    with scenario("lost_worker", tmp_path, "stdlib", method=start_method) as sc:
         r = sc.report(LONG)
         assert r["hung"], r  # map_async().get(timeout=3) timed out
         assert VICTIM not in r["done"]

@@ -19,9 +19,13 @@ def _terminate_report(sc, timeout=SHORT):
 
 
 @pytest.mark.parametrize("setsid", [False, True], ids=["in-group", "setsid"])
-def test_terminate_kills_workers_and_everything_they_started(tmp_path, setsid):
+def test_terminate_kills_workers_and_everything_they_started(
+    tmp_path, setsid, start_method
+):
+    if setsid and start_method != "guarded-fork":
+        pytest.skip("setsid escapees do not depend on the start method")
     args = ["--end", "terminate", "--workers", "3"] + (["--setsid"] if setsid else [])
-    with scenario("busy_pool", tmp_path, "guarded", *args) as sc:
+    with scenario("busy_pool", tmp_path, "guarded", *args, method=start_method) as sc:
         r = sc.report()
         t = _terminate_report(sc)
         assert t is not None

@@ -18,13 +18,20 @@ ever signalled.
 from __future__ import annotations
 
 import logging
+import sys
 
 from ._config import GuardPolicy as GuardPolicy
 from ._config import configure as configure
 from ._config import get_policy as get_policy
 from ._context import START_METHOD as START_METHOD
+from ._context import START_METHODS as START_METHODS
 from ._context import GuardedContext as GuardedContext
+from ._context import GuardedForkContext as GuardedForkContext
+from ._context import GuardedForkServerContext as GuardedForkServerContext
+from ._context import GuardedForkServerProcess as GuardedForkServerProcess
 from ._context import GuardedProcess as GuardedProcess
+from ._context import GuardedSpawnContext as GuardedSpawnContext
+from ._context import GuardedSpawnProcess as GuardedSpawnProcess
 from ._context import get_context as get_context
 from ._context import register as register
 from ._errors import EscalationWarning as EscalationWarning
@@ -45,14 +52,20 @@ __version__ = "0.1.0"
 
 __all__ = [
     "START_METHOD",
+    "START_METHODS",
     "EscalationWarning",
     "GuardClosedError",
     "GuardDegradedWarning",
     "GuardPolicy",
     "GuardSetupError",
     "GuardedContext",
+    "GuardedForkContext",
+    "GuardedForkServerContext",
+    "GuardedForkServerProcess",
     "GuardedPool",
     "GuardedProcess",
+    "GuardedSpawnContext",
+    "GuardedSpawnProcess",
     "MPGuardError",
     "PoolTerminatedError",
     "TaskError",
@@ -71,3 +84,6 @@ __all__ = [
 logging.getLogger("mpguard").addHandler(logging.NullHandler())
 
 register()
+
+if "billiard" in sys.modules:  # otherwise: import mpguard.billiard
+    from . import billiard as _billiard  # noqa: F401 - registers "guarded"

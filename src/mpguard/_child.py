@@ -34,7 +34,13 @@ import os
 import signal
 from typing import NamedTuple
 
-__all__ = ["EXIT_PARENT_GONE", "EXIT_SETUP_FAILED", "ChildPlan", "prepare"]
+__all__ = [
+    "EXIT_PARENT_GONE",
+    "EXIT_SETUP_FAILED",
+    "ChildPlan",
+    "prepare",
+    "reset_signals",
+]
 
 #: The child could not join the guard's group; it never ran the target.
 EXIT_SETUP_FAILED = 250
@@ -52,6 +58,21 @@ class ChildPlan(NamedTuple):
     pool_worker: bool
 
 
+def reset_signals(signals: tuple[int, ...], *, pool_worker: bool) -> None:
+    """Give a guarded child its own dispositions for the guarded *signals*.
+
+    SIGTERM, SIGHUP, ...: the default action.  SIGINT: ignored by pool
+    workers (Ctrl-C is the parent's business), Python's KeyboardInterrupt
+    otherwise.
+    """
+    for sig in signals:
+        if sig == signal.SIGINT:
+            handler = signal.SIG_IGN if pool_worker else signal.default_int_handler
+            signal.signal(sig, handler)
+        else:
+            signal.signal(sig, signal.SIG_DFL)
+
+
 def prepare(plan: ChildPlan, mask: set[int]) -> int:
     """Set up a freshly forked guarded child; return 0 or an exit status."""
     try:
@@ -63,14 +84,7 @@ def prepare(plan: ChildPlan, mask: set[int]) -> int:
             os.close(plan.lifeline_fd)
         except OSError:
             pass
-        for sig in plan.signals:
-            if sig == signal.SIGINT:
-                handler = (
-                    signal.SIG_IGN if plan.pool_worker else signal.default_int_handler
-                )
-                signal.signal(sig, handler)
-            else:
-                signal.signal(sig, signal.SIG_DFL)
+        reset_signals(plan.signals, pool_worker=plan.pool_worker)
         if os.getppid() != plan.parent_pid:
             return EXIT_PARENT_GONE
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)

@@ -24,9 +24,15 @@ __all__ = [
     "CHILD_RUNS_ATEXIT",
     "child_atexit_begin",
     "child_atexit_end",
+    "default_context_if_set",
+    "FORKSERVER_SUPPORTED",
     "fail_pending",
+    "forkserver_ensure_running",
+    "forkserver_preload",
     "guardian_spawn_kwargs",
+    "interpreter_flags",
     "pool_worker",
+    "register_billiard_context",
     "register_context",
     "replace_pool_terminator",
     "stop_pool_respawn",
@@ -66,6 +72,32 @@ def register_context(name: str, ctx: object) -> object:
     return table.setdefault(name, ctx)
 
 
+def default_context_if_set() -> object | None:
+    """The context ``set_start_method()`` chose, or None if none was chosen.
+
+    ``multiprocessing.get_context()`` would answer too, but it also *fixes*
+    the default on first use (gh-109070), after which the program's own
+    ``set_start_method()`` raises; ``get_start_method()`` gives only the
+    name, which a guarded context shares with its stdlib method.  Reads
+    ``context._default_context._actual_context`` (3.9-3.14).
+    """
+    default: Any = multiprocessing.context._default_context
+    return default._actual_context  # type: ignore[no-any-return]
+
+
+def register_billiard_context(name: str, ctx: object) -> object:
+    """:func:`register_context` for billiard's table of contexts.
+
+    ``billiard.context._concrete_contexts`` plays the same part in billiard
+    (4.x) as in CPython: ``get_context``, ``set_start_method`` and the
+    child's ``_force_start_method`` resolve names in it.
+    """
+    import billiard.context  # noqa: PLC0415 - optional dependency
+
+    table: dict[str, object] = billiard.context._concrete_contexts
+    return table.setdefault(name, ctx)
+
+
 def guardian_spawn_kwargs() -> dict[str, Any]:
     """``subprocess.Popen`` keywords that make the child a group leader.
 
@@ -77,6 +109,101 @@ def guardian_spawn_kwargs() -> dict[str, Any]:
     if sys.version_info >= (3, 11):
         return {"process_group": 0}
     return {"preexec_fn": os.setpgrp}  # pragma: no cover - 3.9/3.10 only
+
+
+# --- spawn and forkserver internals ------------------------------------------
+#
+# Touched: ``util._args_from_interpreter_flags`` (what ``spawn``'s command
+# line passes on: -O, -X options, warnings ...), and ``ForkServer``'s
+# ``_lock``, ``_forkserver_pid``, ``_forkserver_alive_fd``,
+# ``_forkserver_address`` and ``_preload_modules``.  ``ensure_running`` and
+# ``connect_to_new_process`` are the same in 3.9-3.13; 3.14 adds an authkey
+# handshake (gh-97514), which is why guarded forkserver is refused there
+# until it is tested.
+
+#: Versions whose ``ForkServer`` this module's copy matches.
+FORKSERVER_SUPPORTED = sys.version_info < (3, 14)
+
+
+def interpreter_flags() -> list[str]:
+    """The interpreter options a spawned child must share with this one."""
+    return util._args_from_interpreter_flags()  # type: ignore[attr-defined,no-any-return]
+
+
+def forkserver_preload() -> list[str]:
+    """The preload list of the stdlib's forkserver (``set_forkserver_preload``).
+
+    A guarded forkserver preloads the same modules, so that
+    ``ctx.set_forkserver_preload([...])`` works on a guarded context too.
+    """
+    from multiprocessing import forkserver  # noqa: PLC0415
+
+    return list(forkserver._forkserver._preload_modules)  # type: ignore[attr-defined]
+
+
+def forkserver_ensure_running(
+    server: Any,
+    command: str,
+    spawn: Callable[[Any, list[Any], list[int]], int],
+) -> None:
+    """``ForkServer.ensure_running`` of 3.9-3.13, with two changes.
+
+    The server is started by *spawn(exe, argv, fds)* instead of
+    ``util.spawnv_passfds`` (which cannot choose the child's process group),
+    and runs *command* (a ``%``-template with the stdlib's four fields:
+    listener fd, alive fd, preload list, keyword dict) instead of
+    ``multiprocessing.forkserver.main``.  A server that was reaped already
+    (``ChildProcessError``) counts as dead, as one that has exited does.
+    """
+    import socket  # noqa: PLC0415
+    from multiprocessing import connection, resource_tracker  # noqa: PLC0415
+    from multiprocessing import spawn as mp_spawn  # noqa: PLC0415
+
+    with server._lock:
+        resource_tracker.ensure_running()
+        if server._forkserver_pid is not None:
+            try:
+                pid, _ = os.waitpid(server._forkserver_pid, os.WNOHANG)
+            except ChildProcessError:
+                pid = server._forkserver_pid
+            if not pid:
+                return  # still alive
+            os.close(server._forkserver_alive_fd)
+            server._forkserver_address = None
+            server._forkserver_alive_fd = None
+            server._forkserver_pid = None
+        data: dict[str, Any] = {}
+        if server._preload_modules:
+            wanted = {"main_path", "sys_path"}
+            prep = mp_spawn.get_preparation_data("ignore")
+            data = {k: v for k, v in prep.items() if k in wanted}
+        with socket.socket(socket.AF_UNIX) as listener:
+            address = connection.arbitrary_address("AF_UNIX")  # type: ignore[attr-defined,unused-ignore]
+            listener.bind(address)
+            if not util.is_abstract_socket_namespace(address):  # type: ignore[attr-defined,unused-ignore]
+                os.chmod(address, 0o600)
+            listener.listen()
+            # Every client holds the write end of "alive"; the server
+            # exits when they are all gone.
+            alive_r, alive_w = os.pipe()
+            try:
+                cmd = command % (
+                    listener.fileno(),
+                    alive_r,
+                    server._preload_modules,
+                    data,
+                )
+                exe = mp_spawn.get_executable()
+                args = [exe, *interpreter_flags(), "-c", cmd]
+                pid = spawn(exe, args, [listener.fileno(), alive_r])
+            except BaseException:
+                os.close(alive_w)
+                raise
+            finally:
+                os.close(alive_r)
+            server._forkserver_address = address
+            server._forkserver_alive_fd = alive_w
+            server._forkserver_pid = pid
 
 
 # --- multiprocessing.pool.Pool internals ------------------------------------

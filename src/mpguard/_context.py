@@ -1,25 +1,44 @@
-"""The "guarded" start method: context and Process classes, registration.
+"""The guarded start methods: contexts, Process classes, registration.
 
 This module is the only writer of ``multiprocessing.context``'s table of
 contexts (through ``_compat.register_context``).
 
-Naming (platform-facts §1.2-1.3): the context is registered under the key
-``"guarded"`` but keeps ``_name = "fork"``.  CPython and Celery compare
-start-method *names* with ``"fork"``: SemLock unlinks its semaphore at once
-(no resource tracker, no leaked named semaphores), ProcessPoolExecutor
+Three methods, one per stdlib method, each under its own key, and each
+reporting the stdlib method's name from ``get_start_method()``:
+
+* ``"guarded-fork"``, also ``"guarded"``: :class:`GuardedForkContext`,
+  ``"fork"``;
+* ``"guarded-forkserver"``: :class:`GuardedForkServerContext`,
+  ``"forkserver"``;
+* ``"guarded-spawn"``: :class:`GuardedSpawnContext`, ``"spawn"``.
+
+Naming (platform-facts §1.2-1.3): each context keeps the ``_name`` of the
+stdlib method it builds on.  CPython and Celery compare start-method
+*names* with literals: SemLock unlinks its semaphore at once only under
+``"fork"`` (and must stay named under spawn/forkserver), ProcessPoolExecutor
 refuses ``max_tasks_per_child`` with fork (the gh-90622 deadlock guard), and
-Celery's ``process_initializer`` skips its fresh-interpreter path.  A
-``_name`` of ``"guarded"`` would silently defeat all three.  So
-``get_context("guarded").get_start_method() == "fork"``: guarded is fork,
-plus protection.
+Celery's ``process_initializer`` takes its fresh-interpreter path unless the
+name is ``"fork"``.  A new name would silently defeat all three.  It also
+means a spawned child's ``spawn.prepare()`` applies a stdlib name it can
+always resolve; the guarded classes travel by pickle and import mpguard on
+their own.
 """
 
 from __future__ import annotations
 
-from multiprocessing.context import ForkContext, ForkProcess
+from multiprocessing.context import (
+    BaseContext,
+    ForkContext,
+    ForkProcess,
+    ForkServerContext,
+    ForkServerProcess,
+    SpawnContext,
+    SpawnProcess,
+)
 from typing import TYPE_CHECKING, Any
 
-from . import _compat
+from . import _child, _compat
+from ._errors import UnsupportedPlatformError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -28,14 +47,22 @@ if TYPE_CHECKING:
 
 __all__ = [
     "START_METHOD",
+    "START_METHODS",
     "GuardedContext",
+    "GuardedForkContext",
+    "GuardedForkServerContext",
+    "GuardedForkServerProcess",
     "GuardedProcess",
+    "GuardedSpawnContext",
+    "GuardedSpawnProcess",
     "get_context",
     "register",
 ]
 
-#: The key under which mpguard registers its context.
+#: The short key: an alias of ``"guarded-fork"``.
 START_METHOD = "guarded"
+#: Every guarded start method, one per stdlib method.
+START_METHODS = ("guarded-fork", "guarded-forkserver", "guarded-spawn")
 
 
 class GuardedProcess(ForkProcess):
@@ -60,17 +87,80 @@ class GuardedProcess(ForkProcess):
         return Popen(process_obj)
 
 
-class GuardedContext(ForkContext):
-    """Fork context whose processes are guarded.  ``get_context("guarded")``.
+class _FreshChild:
+    """Signal dispositions of a spawn or forkserver child.
 
-    Everything a fork context offers works (Process, Pool, Queue, Lock,
-    Event, Manager, ...), and ``concurrent.futures.ProcessPoolExecutor(
-    mp_context=ctx)`` runs its workers guarded.  ``get_start_method()``
-    returns ``"fork"`` on purpose (see the module docstring).
+    Exec resets Python handlers, but the child then re-imports the parent's
+    main module (``spawn.prepare()``), and a forkserver preloads it and
+    forks its children from it: a SIGTERM handler installed at import time
+    in the main module would run in every child, the spawn-side form of
+    seed 003's recursion trap.  The process object is unpickled right after
+    that import and before the target runs, so its ``__setstate__`` resets
+    the guarded signals, as the fork child does between fork and target.
     """
 
-    _name = "fork"
-    Process = GuardedProcess  # type: ignore[assignment,unused-ignore]
+    __dict__: dict[str, Any]
+
+    def __getstate__(self) -> dict[str, Any]:
+        from ._guard import current_guard  # noqa: PLC0415 - import cycle
+
+        state = self.__dict__.copy()
+        state["_mpguard_signals"] = tuple(sorted(current_guard().block))
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        signals = state.pop("_mpguard_signals", ())
+        self.__dict__.update(state)
+        pool_worker = bool(getattr(self, "_mpguard_pool_worker", False))
+        _child.reset_signals(signals, pool_worker=pool_worker)
+
+
+class GuardedSpawnProcess(_FreshChild, SpawnProcess):
+    """A :class:`multiprocessing.Process` started by a guarded spawn.
+
+    The child is a fresh interpreter, started as a member of the guard's
+    process group; otherwise as :class:`GuardedProcess`.
+    """
+
+    _start_method = "spawn"
+
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:  # noqa: N802 - stdlib name
+        from ._popen_spawn import Popen  # noqa: PLC0415 - stdlib pattern
+
+        return Popen(process_obj)
+
+
+class GuardedForkServerProcess(_FreshChild, ForkServerProcess):
+    """A :class:`multiprocessing.Process` forked by the guard's forkserver.
+
+    The guard's forkserver is itself a member of the guard's process group,
+    so it and every child it forks die with the group; otherwise as
+    :class:`GuardedProcess`.
+    """
+
+    _start_method = "forkserver"
+
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:  # noqa: N802 - stdlib name
+        from ._popen_forkserver import Popen  # noqa: PLC0415 - stdlib pattern
+
+        return Popen(process_obj)
+
+
+class GuardedContext(BaseContext):
+    """Base of the guarded contexts: ``get_context("guarded-...")``.
+
+    Everything the matching stdlib context offers works (Process, Pool,
+    Queue, Lock, Event, Manager, ...), and ``concurrent.futures.
+    ProcessPoolExecutor(mp_context=ctx)`` runs its workers guarded.
+    ``get_start_method()`` returns the stdlib method's name on purpose (see
+    the module docstring).  ``isinstance(ctx, GuardedContext)`` tells any
+    guarded context.
+    """
+
+    #: The key this context is registered under.
+    key = "guarded"
 
     def Pool(  # type: ignore[override,unused-ignore]  # noqa: N802 - stdlib name
         self,
@@ -97,21 +187,80 @@ class GuardedContext(ForkContext):
         )
 
     def __repr__(self) -> str:
-        return f"<mpguard.GuardedContext {START_METHOD!r} (fork)>"
+        name = type(self).__name__
+        return f"<mpguard.{name} {self.key!r} ({self.get_start_method()})>"
 
 
-_CONTEXT = GuardedContext()
+class GuardedForkContext(GuardedContext, ForkContext):
+    """``get_context("guarded-fork")``, also ``get_context("guarded")``."""
+
+    _name = "fork"
+    key = "guarded-fork"
+    Process = GuardedProcess  # type: ignore[assignment,unused-ignore]
 
 
-def register() -> GuardedContext:
-    """Register the "guarded" start method (idempotent); return its context."""
-    ctx = _compat.register_context(START_METHOD, _CONTEXT)
-    if not isinstance(ctx, GuardedContext):
-        msg = f"another context is registered as {START_METHOD!r}: {ctx!r}"
-        raise RuntimeError(msg)
+class GuardedForkServerContext(GuardedContext, ForkServerContext):
+    """``get_context("guarded-forkserver")``.  Python 3.9-3.13."""
+
+    _name = "forkserver"
+    key = "guarded-forkserver"
+    Process = GuardedForkServerProcess  # type: ignore[assignment,unused-ignore]
+
+    def _check_available(self) -> None:
+        super()._check_available()
+        if not _compat.FORKSERVER_SUPPORTED:
+            msg = (
+                "guarded-forkserver is tested on Python 3.9-3.13 only (3.14 "
+                "changed the forkserver protocol); use guarded-spawn here"
+            )
+            raise UnsupportedPlatformError(msg)
+
+
+class GuardedSpawnContext(GuardedContext, SpawnContext):
+    """``get_context("guarded-spawn")``."""
+
+    _name = "spawn"
+    key = "guarded-spawn"
+    Process = GuardedSpawnProcess  # type: ignore[assignment,unused-ignore]
+
+
+_CONTEXTS: dict[str, GuardedContext] = {
+    "guarded-fork": GuardedForkContext(),
+    "guarded-forkserver": GuardedForkServerContext(),
+    "guarded-spawn": GuardedSpawnContext(),
+}
+_KEYS = {START_METHOD: "guarded-fork", **{k: k for k in _CONTEXTS}}
+
+
+def register() -> GuardedForkContext:
+    """Register every guarded start method (idempotent).
+
+    Returns the ``"guarded"`` (fork) context.
+    """
+    for key, target in _KEYS.items():
+        ctx = _compat.register_context(key, _CONTEXTS[target])
+        if not isinstance(ctx, type(_CONTEXTS[target])):
+            msg = f"another context is registered as {key!r}: {ctx!r}"
+            raise RuntimeError(msg)
+    return _CONTEXTS["guarded-fork"]  # type: ignore[return-value]
+
+
+def get_context(method: str = START_METHOD) -> GuardedContext:
+    """The guarded context *method* (``"guarded"``, ``"guarded-fork"``,
+    ``"guarded-forkserver"`` or ``"guarded-spawn"``), same as
+    ``multiprocessing.get_context(method)``.
+
+    Raises:
+        ValueError: *method* is not a guarded start method.
+    """
+    register()
+    key = _KEYS.get(method)
+    if key is None:
+        msg = (
+            f"not a guarded start method: {method!r} (expected one of "
+            f"{', '.join(repr(k) for k in _KEYS)})"
+        )
+        raise ValueError(msg)
+    ctx = _CONTEXTS[key]
+    ctx._check_available()
     return ctx
-
-
-def get_context() -> GuardedContext:
-    """The guarded context, same as ``multiprocessing.get_context("guarded")``."""
-    return register()

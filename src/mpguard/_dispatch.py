@@ -34,7 +34,6 @@ from __future__ import annotations
 import ctypes
 import itertools
 import math
-import mmap
 import os
 import reprlib
 import selectors
@@ -50,6 +49,7 @@ from ._errors import TaskTimeoutError, WorkerLostError
 from ._kill import signal_procs, snapshot_descendants
 
 if TYPE_CHECKING:
+    import mmap
     import socket
 
 __all__ = ["PREFETCH", "Channel", "Dispatcher"]
@@ -76,16 +76,23 @@ _repr.maxlevel = 2
 
 
 class Channel(NamedTuple):
-    """One worker's channel: the parent's end, the worker's end, its slot."""
+    """One worker's channel: the parent's end, the worker's end, its slot.
+
+    ``slot_fd`` is the slot's file, for workers that do not inherit memory
+    (spawn, forkserver); None for fork workers.
+    """
 
     parent: socket.socket
     child: socket.socket
     slot: mmap.mmap
+    slot_fd: int | None = None
 
     def close(self) -> None:
         """Close both ends and unmap the slot."""
         self.parent.close()
         self.child.close()
+        if self.slot_fd is not None:
+            os.close(self.slot_fd)
         try:
             self.slot.close()
         except BufferError:  # pragma: no cover - a ctypes view is alive
@@ -183,10 +190,20 @@ class Dispatcher:
             to it now (the ``None`` sentinels of close and terminate).
         task_timeout: default per-task timeout in seconds, or None.
         processes: the pool size (for the "workers keep dying" check).
+        inherits: workers are forked and inherit the slots' memory; False
+            for spawn and forkserver workers, which map the slot's file.
     """
 
-    def __init__(self, ctrl: Any, *, task_timeout: float | None, processes: int):
+    def __init__(
+        self,
+        ctrl: Any,
+        *,
+        task_timeout: float | None,
+        processes: int,
+        inherits: bool = True,
+    ):
         self._ctrl = ctrl
+        self._inherits = inherits
         self._task_timeout = task_timeout
         self._processes = processes
         self._lock = threading.Lock()
@@ -226,8 +243,10 @@ class Dispatcher:
             if self._free:
                 return self._free.pop()
         parent, child = _platform.channel_pair()
-        # MAP_SHARED|MAP_ANONYMOUS: the forked worker writes, we read.
-        return Channel(parent, child, mmap.mmap(-1, mmap.PAGESIZE))
+        # MAP_SHARED: the worker writes, we read.  A fork worker inherits an
+        # anonymous mapping; others map the slot's file themselves.
+        slot, slot_fd = _platform.shared_page(by_fd=not self._inherits)
+        return Channel(parent, child, slot, slot_fd)
 
     def prepare(self, channel: Channel, budget: int | None) -> _Worker:
         """Register a worker about to start and queue its first tasks.

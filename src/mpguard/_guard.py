@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     import multiprocessing.pool
 
     from ._popen_fork import Popen
+    from ._popen_forkserver import GuardedForkServer
 
 __all__ = ["Guard", "current_guard", "install_handlers", "shutdown"]
 
@@ -76,6 +77,7 @@ class Guard:
         self._handlers_tried = False
         self._escapees: list[Any] = []
         self._plans: dict[bool, ChildPlan] = {}
+        self._forkserver: GuardedForkServer | None = None
         self.block = frozenset(policy.signals) | _ALWAYS_BLOCKED
         if _platform.MACOS:
             warnings.warn(
@@ -187,11 +189,15 @@ class Guard:
         """True if new children may be started under this guard."""
         return self.owner_pid == os.getpid() and not self.closed and not self.broken
 
-    def child_plan(self, *, pool_worker: bool) -> ChildPlan:
-        """What a child forked now must do before running its target."""
+    def check_open(self) -> None:
+        """Raise GuardClosedError once a teardown has begun."""
         if self.closing:
             msg = "the guard is tearing down; no new child may start"
             raise GuardClosedError(msg, pgid=self.pgid)
+
+    def child_plan(self, *, pool_worker: bool) -> ChildPlan:
+        """What a child forked now must do before running its target."""
+        self.check_open()
         # Built once per policy, not once per fork (pools fork a lot).
         plan = self._plans.get(pool_worker)
         if plan is None:
@@ -203,6 +209,16 @@ class Guard:
                 pool_worker=pool_worker,
             )
         return plan
+
+    def forkserver(self) -> GuardedForkServer:
+        """This guard's forkserver (started on first use, in the group)."""
+        self.check_open()
+        with self.lock:
+            if self._forkserver is None:
+                from ._popen_forkserver import GuardedForkServer  # noqa: PLC0415
+
+                self._forkserver = GuardedForkServer(self)
+            return self._forkserver
 
     def adopt(self, pid: int) -> None:
         """Parent side of ``setpgid``: put child *pid* in the group now."""
@@ -225,6 +241,10 @@ class Guard:
         if reap:
             self._reaper.watch(popen)
         log.debug("started pid=%d in pgid=%d", popen.pid, self.pgid)
+
+    def watch(self, proc: Any) -> None:
+        """Have the reaper call ``proc.poll()`` once ``proc.sentinel`` fires."""
+        self._reaper.watch(proc)
 
     def reaped(self, popen: Popen) -> None:
         """Called by a Popen once it has collected its exit status."""
@@ -288,6 +308,9 @@ class Guard:
             kill_tree(live, grace, f"guarded children (pgid={self.pgid})")
         for p in live:
             p.wait(0.5)
+        if self._forkserver is not None:
+            # Killed with the group; reap it (it is our child).
+            self._forkserver.stop(0.5)
         self._release_guardian()
         with self.lock:
             self.closed = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import multiprocessing.pool
+import multiprocessing.process
 import os
 import time
 from multiprocessing import util
@@ -11,12 +12,18 @@ from typing import TYPE_CHECKING, Any
 
 from . import _compat
 from ._config import get_policy, validate_grace, validate_seconds
-from ._context import GuardedContext, GuardedProcess, register
+from ._context import (
+    GuardedContext,
+    GuardedForkServerProcess,
+    GuardedProcess,
+    GuardedSpawnProcess,
+    register,
+)
 from ._dispatch import Channel, Dispatcher
 from ._errors import PoolTerminatedError
 from ._guard import current_guard
 from ._kill import kill_tree
-from ._worker import worker_main
+from ._worker import SlotRef, worker_main
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -51,8 +58,11 @@ class GuardedPool(multiprocessing.pool.Pool):
         initializer: called as ``initializer(*initargs)`` in each worker.
         initargs: arguments for *initializer*.
         maxtasksperchild: tasks a worker runs before it is replaced.
-        context: a guarded context (default
-            ``multiprocessing.get_context("guarded")``).
+        context: a guarded context: ``multiprocessing.get_context(m)`` for
+            ``m`` in ``"guarded"``, ``"guarded-fork"``,
+            ``"guarded-forkserver"``, ``"guarded-spawn"``.  Default: the
+            program's start method if ``set_start_method()`` chose a
+            guarded one, else ``"guarded"``.
         grace: seconds between SIGTERM and SIGKILL in :meth:`terminate`
             (default: the policy's, 1.0).
         task_timeout: seconds a task may run; one that runs longer has its
@@ -88,11 +98,14 @@ class GuardedPool(multiprocessing.pool.Pool):
         self._pool: list[Any] = []
         self._state = multiprocessing.pool.INIT
         if context is None:
-            context = register()
+            # The program's default if it chose a guarded one
+            # (set_start_method("guarded-spawn")), else guarded fork.
+            chosen = _compat.default_context_if_set()
+            context = chosen if isinstance(chosen, GuardedContext) else register()
         if not isinstance(context, GuardedContext):
             msg = (
                 "GuardedPool needs a guarded context, such as "
-                "multiprocessing.get_context('guarded') "
+                "multiprocessing.get_context('guarded-spawn') "
                 f"(got {context!r})"
             )
             raise TypeError(msg)
@@ -122,16 +135,18 @@ class GuardedPool(multiprocessing.pool.Pool):
         # The stdlib's queues stay (terminate() and close() still post
         # their sentinels to outqueue), but no worker touches them.
         super()._setup_queues()  # type: ignore[misc]
+        method = self._ctx.get_start_method()  # type: ignore[attr-defined]
         self._dispatcher = Dispatcher(
             self._outqueue._reader,  # type: ignore[attr-defined]
             task_timeout=self._task_timeout,
             processes=self._size_hint or os.cpu_count() or 1,
+            inherits=method == "fork",
         )
         self._quick_put = self._dispatcher.put
         self._quick_get = self._dispatcher.get
         # The stdlib calls self.Process(ctx, target=..., args=...) for each
         # worker; an instance attribute gives it this pool's dispatcher.
-        self.Process = _WorkerFactory(self._dispatcher)  # type: ignore[method-assign,assignment]
+        self.Process = _WorkerFactory(self._dispatcher, _WORKERS[method])  # type: ignore[method-assign,assignment]
 
     def apply_async(
         self,
@@ -232,24 +247,32 @@ def _finish(dispatcher: Dispatcher, cache: dict[Any, Any]) -> None:
 class _WorkerFactory:
     """The pool's ``Process`` hook: a worker wired to its own channel."""
 
-    def __init__(self, dispatcher: Dispatcher) -> None:
+    def __init__(self, dispatcher: Dispatcher, cls: type[_PoolWorkerBase]) -> None:
         self._dispatcher = dispatcher
+        self._cls = cls
 
-    def __call__(self, ctx: Any, *, target: Any, args: Sequence[Any]) -> _PoolWorker:
+    def __call__(
+        self, ctx: Any, *, target: Any, args: Sequence[Any]
+    ) -> _PoolWorkerBase:
         # args are the stdlib worker's: (inqueue, outqueue, initializer,
         # initargs, maxtasks, wrap_exception); the queues are replaced by
         # the worker's own channel.
         _, _, initializer, initargs, maxtasks, wrap_exception = args
         channel = self._dispatcher.channel()
-        return _PoolWorker(
+        if channel.slot_fd is None:  # fork: the worker inherits both
+            parent_end: Any = channel.parent
+            slot: Any = channel.slot
+        else:  # spawn/forkserver: only what is pickled reaches the worker
+            parent_end, slot = None, SlotRef(channel.slot_fd)
+        return self._cls(
             self._dispatcher,
             channel,
             maxtasks,
             target=worker_main,
             args=(
                 channel.child,
-                channel.parent,
-                channel.slot,
+                parent_end,
+                slot,
                 initializer,
                 initargs,
                 maxtasks,
@@ -263,8 +286,11 @@ def _kill_workers(workers: Sequence[Any], grace: float) -> None:
     kill_tree(popens, grace, f"{len(popens)} pool worker(s)")
 
 
-class _PoolWorker(GuardedProcess):
-    """A GuardedPool worker, fed by the pool's dispatcher."""
+class _PoolWorkerBase(multiprocessing.process.BaseProcess):
+    """A GuardedPool worker, fed by the pool's dispatcher.
+
+    Mixed into one class per guarded start method (below).
+    """
 
     # Read by the guarded Popen: SIGINT ignored in the child, and the pool
     # (not the guard's reaper) reaps it, as the stdlib Pool expects.
@@ -304,3 +330,32 @@ class _PoolWorker(GuardedProcess):
         w = getattr(self, "_worker", None)
         if w is not None and self.exitcode is not None:
             self._dispatcher.died(w)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Spawn and forkserver pickle the Process object for the child; the
+        # dispatcher (locks, threads, sockets) stays in the parent.  The
+        # child gets what it needs through ``args``.
+        parent = getattr(super(), "__getstate__", None)
+        state = dict(parent()) if parent is not None else self.__dict__.copy()
+        for name in ("_dispatcher", "_channel", "_worker"):
+            state.pop(name, None)
+        return state
+
+
+class _PoolWorker(_PoolWorkerBase, GuardedProcess):
+    """A fork worker."""
+
+
+class _SpawnPoolWorker(_PoolWorkerBase, GuardedSpawnProcess):
+    """A spawn worker."""
+
+
+class _ForkServerPoolWorker(_PoolWorkerBase, GuardedForkServerProcess):
+    """A forkserver worker."""
+
+
+_WORKERS: dict[str, type[_PoolWorkerBase]] = {
+    "fork": _PoolWorker,
+    "spawn": _SpawnPoolWorker,
+    "forkserver": _ForkServerPoolWorker,
+}

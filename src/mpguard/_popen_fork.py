@@ -22,27 +22,78 @@ import threading
 import time
 from multiprocessing import popen_fork, util
 from multiprocessing.connection import wait as mp_wait
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _child, _compat, _platform, _signals
 from ._errors import GuardSetupError
 from ._guard import Guard, current_guard
 
-__all__ = ["Popen"]
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["GuardedPopen", "Popen"]
 
 
-class Popen(popen_fork.Popen):
-    """Start a guarded child by fork."""
+class GuardedPopen:
+    """What every guarded Popen that starts its own child shares.
 
-    method = "fork"
+    Mixed into the fork and spawn Popens (and billiard's fork Popen): after
+    the child exists, :meth:`_track` opens its pidfd, makes it the sentinel
+    and registers the child with the guard; ``poll``/``wait`` reap through
+    one lock per child, and signals go through the pidfd.
+    """
 
-    def __init__(self, process_obj: Any) -> None:
+    pid: int
+    returncode: int | None
+    sentinel: int
+    finalizer: Any
+
+    def _init_guarded(self) -> None:
         self._reap_lock = threading.RLock()
         self._pidfd: int | None = None
         self._guard: Guard | None = None
-        super().__init__(process_obj)
 
-    def _launch(self, process_obj: Any) -> None:
+    def _track(
+        self, guard: Guard, pid: int, fds: tuple[int, ...], *, pool_worker: bool
+    ) -> None:
+        """Adopt the started child *pid*; *fds* are closed with the Popen.
+
+        Without pidfds the first of *fds* is the sentinel: the read end of
+        a pipe whose write end only the child holds.
+        """
+        self.pid = pid
+        self._guard = guard
+        try:
+            if _platform.HAS_PIDFD:
+                self._pidfd = _platform.pidfd_open(pid)
+        except OSError as e:
+            # Never leave a child running unprotected.
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            self.returncode = -signal.SIGKILL
+            util.close_fds(*fds)  # type: ignore[attr-defined]
+            msg = "could not open a pidfd for the child"
+            raise GuardSetupError(msg, pid=pid, errno=e.errno) from e
+        if self._pidfd is not None:
+            self.sentinel = self._pidfd
+            fds = (*fds, self._pidfd)
+        else:
+            self.sentinel = fds[0]
+        self.finalizer = util.Finalize(self, _release, (guard, self.sentinel, fds))
+        guard.register(self, reap=not pool_worker)  # type: ignore[arg-type]
+
+    def _fork(
+        self,
+        process_obj: Any,
+        bootstrap: Callable[[int], int],
+        *,
+        stdlib_atexit: bool = True,
+    ) -> None:
+        """The guarded fork; the child runs ``bootstrap(parent_sentinel)``.
+
+        *stdlib_atexit*: treat atexit as this Python's ``popen_fork`` does
+        (billiard's Popen does not, and neither does its guarded variant).
+        """
         guard = current_guard()
         pool_worker = bool(getattr(process_obj, "_mpguard_pool_worker", False))
         plan = guard.child_plan(pool_worker=pool_worker)
@@ -64,9 +115,10 @@ class Popen(popen_fork.Popen):
                         os.close(parent_r)
                     code = _child.prepare(plan, old_mask)
                     if code == 0:
-                        began = True
-                        _compat.child_atexit_begin()
-                        code = process_obj._bootstrap(parent_sentinel=child_r)
+                        began = stdlib_atexit
+                        if began:
+                            _compat.child_atexit_begin()
+                        code = bootstrap(child_r)
                 finally:
                     if began:
                         _compat.child_atexit_end()
@@ -74,35 +126,20 @@ class Popen(popen_fork.Popen):
         finally:
             _signals.guarded_fork(False)
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-        self.pid = pid
-        self._guard = guard
         os.close(child_r)
         if child_w >= 0:
             os.close(child_w)
+        fds = (parent_w,) if parent_r < 0 else (parent_r, parent_w)
         try:
             guard.adopt(pid)
-            if use_pidfd:
-                self._pidfd = _platform.pidfd_open(pid)
-        except OSError as e:
-            # Never leave a child running unprotected.
+        except GuardSetupError:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
+            self.pid = pid
             self.returncode = -signal.SIGKILL
-            os.close(parent_w)
-            if parent_r >= 0:
-                os.close(parent_r)
-            if isinstance(e, GuardSetupError):
-                raise
-            msg = "could not open a pidfd for the child"
-            raise GuardSetupError(msg, pid=pid, errno=e.errno) from e
-        if self._pidfd is not None:
-            self.sentinel = self._pidfd
-            fds: tuple[int, ...] = (parent_w, self._pidfd)
-        else:
-            self.sentinel = parent_r
-            fds = (parent_r, parent_w)
-        self.finalizer = util.Finalize(self, _release, (guard, self.sentinel, fds))
-        guard.register(self, reap=not pool_worker)
+            util.close_fds(*fds)  # type: ignore[attr-defined]
+            raise
+        self._track(guard, pid, fds, pool_worker=pool_worker)
 
     def poll(self, flag: int = os.WNOHANG) -> int | None:
         """Return the exit code, reaping the child if it has exited."""
@@ -120,7 +157,7 @@ class Popen(popen_fork.Popen):
                     if pid == self.pid:
                         self.returncode = os.waitstatus_to_exitcode(sts)
                         if self._guard is not None:
-                            self._guard.reaped(self)
+                            self._guard.reaped(self)  # type: ignore[arg-type]
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int | None:
@@ -156,6 +193,22 @@ class Popen(popen_fork.Popen):
                     os.kill(self.pid, sig)
             except ProcessLookupError:
                 pass
+
+
+class Popen(GuardedPopen, popen_fork.Popen):
+    """Start a guarded child by fork."""
+
+    method = "fork"
+
+    def __init__(self, process_obj: Any) -> None:
+        self._init_guarded()
+        super().__init__(process_obj)
+
+    def _launch(self, process_obj: Any) -> None:
+        self._fork(
+            process_obj,
+            lambda sentinel: process_obj._bootstrap(parent_sentinel=sentinel),
+        )
 
 
 def _release(guard: Guard, sentinel: int, fds: tuple[int, ...]) -> None:

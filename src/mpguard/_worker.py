@@ -11,17 +11,43 @@ no shared queue and so no shared lock for a dying worker to leave taken
 from __future__ import annotations
 
 import ctypes
+import mmap
+import os
+import signal
+from multiprocessing import reduction
 from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any
 
 from . import _compat, _wire
 
 if TYPE_CHECKING:
-    import mmap
     import socket
     from collections.abc import Callable, Iterable
 
-__all__ = ["worker_main"]
+__all__ = ["SlotRef", "worker_main"]
+
+
+class SlotRef:
+    """A worker's slot as sent to a spawn or forkserver worker.
+
+    Such a worker inherits no memory: it gets the slot's file descriptor
+    (through the start method's own fd passing, ``reduction.DupFd``) and
+    maps the same page.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return _map_slot, (reduction.DupFd(self.fd),)
+
+
+def _map_slot(dupfd: Any) -> mmap.mmap:
+    fd = dupfd.detach()
+    try:
+        return mmap.mmap(fd, mmap.PAGESIZE)
+    finally:
+        os.close(fd)
 
 
 class _Inbox:
@@ -66,15 +92,25 @@ class _Outbox:
 
 def worker_main(
     sock: socket.socket,
-    parent_end: socket.socket,
+    parent_end: socket.socket | None,
     slot: mmap.mmap,
     initializer: Callable[..., object] | None,
     initargs: Iterable[Any],
     maxtasks: int | None,
     wrap_exception: bool,
 ) -> None:
-    """Target of every GuardedPool worker process."""
-    parent_end.close()
+    """Target of every GuardedPool worker process.
+
+    *parent_end* is the parent's end of the channel, inherited by a fork
+    worker (which closes it, so that the parent's death reads as EOF), and
+    None for the others.
+    """
+    if parent_end is not None:
+        parent_end.close()
+    # Fork workers already ignore SIGINT (set between fork and target); a
+    # spawn or forkserver worker starts with Python's default handler.
+    # Ctrl-C is for the parent: no worker prints a KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     inbox = _Inbox(sock, slot)
     _compat.pool_worker(
         inbox, _Outbox(sock, inbox), initializer, initargs, maxtasks, wrap_exception

@@ -101,22 +101,54 @@ def hold() -> None:
         signal.pause()
 
 
+def method() -> str:
+    """The guarded start method under test (the tests' ``start_method``
+    fixture sets it; "guarded-fork" by default)."""
+    return os.environ.get("MPGUARD_TEST_METHOD", "guarded-fork")
+
+
+def stdlib_method() -> str:
+    """The stdlib method the guarded one builds on: the negative control."""
+    if method() == "billiard":
+        return "fork"
+    return method().split("-", 1)[1]
+
+
 def get_pool(mode: str, processes: int, **kw: object):
-    """The pool under test: mpguard's, or the stdlib fork Pool (control)."""
-    import multiprocessing as mp
-
-    if mode == "guarded":
-        import mpguard
-
-        return mpguard.GuardedPool(processes, **kw)
-    return mp.get_context("fork").Pool(processes, **kw)
+    """The pool under test: mpguard's, or the stdlib Pool (control), both
+    on the start method under test."""
+    return get_ctx(mode).Pool(processes, **kw)
 
 
 def get_ctx(mode: str):
+    """The context under test; method "billiard" means billiard's "guarded"
+    context (and its "fork" context as the control)."""
     import multiprocessing as mp
 
-    if mode == "guarded":
-        import mpguard  # noqa: F401 - registers "guarded"
+    if method() == "billiard":
+        import billiard
 
-        return mp.get_context("guarded")
-    return mp.get_context("fork")
+        if mode == "guarded":
+            import mpguard.billiard
+
+            return billiard.get_context("guarded")
+        return billiard.get_context("fork")
+    if mode == "guarded":
+        import mpguard  # noqa: F401 - registers the guarded methods
+
+        return mp.get_context(method())
+    return mp.get_context(stdlib_method())
+
+
+def tree(pid: int | None = None) -> list[int]:
+    """Every live descendant of *pid* (default: this process)."""
+    import psutil
+
+    out = []
+    for c in psutil.Process(pid).children(recursive=True):
+        try:
+            if c.status() != psutil.STATUS_ZOMBIE:
+                out.append(c.pid)
+        except psutil.Error:
+            pass
+    return out

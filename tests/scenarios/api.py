@@ -153,11 +153,22 @@ def main() -> None:
         p = ctx.Process(target=square, args=(1,))
         p.start()
         p.join(10)
-    stop.set()
-    t.join()
     out["fork_with_threads_warning"] = [
         x.category.__name__ for x in w if "multi-threaded" in str(x.message)
     ]
+    # guarded-spawn and guarded-forkserver never fork this (threaded)
+    # process: posix_spawn for the child or the forkserver, so no warning.
+    for name in ("guarded-spawn", "guarded-forkserver"):
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            p = mp.get_context(name).Process(target=square, args=(1,))
+            p.start()
+            p.join(10)
+        out[f"{name}_with_threads_warning"] = [
+            x.category.__name__ for x in w if "multi-threaded" in str(x.message)
+        ]
+    stop.set()
+    t.join()
 
     first_pgid = out["guardian_pgid"]
     mpguard.shutdown()

@@ -2,9 +2,12 @@
 
 usage: busy_pool.py REPORT MODE [options]
 
-MODE: guarded (mpguard.GuardedPool), stdlib (fork Pool, the negative
-control) or pdeathsig (stdlib Pool whose initializer arms
-PR_SET_PDEATHSIG=SIGKILL, the billiard/Celery technique).
+MODE: guarded (mpguard.GuardedPool on $MPGUARD_TEST_METHOD), stdlib (the
+stdlib Pool on the method underneath, the negative control) or pdeathsig
+(stdlib Pool whose initializer arms PR_SET_PDEATHSIG=SIGKILL, the
+billiard/Celery technique).  The report's ``tree`` lists every process the
+scenario had started (workers, grandchildren, guardian, forkserver,
+resource tracker).
 
 --busy python|c|sleep   what workers do once they have reported
 --workers N             pool size (default 2)
@@ -32,7 +35,15 @@ import threading
 import time
 import warnings
 
-from _common import busy, get_pool, hold, report, start_grandchild, wait_files
+from _common import (
+    busy,
+    get_pool,
+    hold,
+    report,
+    start_grandchild,
+    tree,
+    wait_files,
+)
 
 
 def task(arg: tuple[str, int, str, bool, bool]) -> None:
@@ -133,6 +144,7 @@ def main() -> None:
         workers=[x["worker"] for x in infos],
         worker_pgids=[x["pgid"] for x in infos],
         grandchildren=[x["grandchild"] for x in infos],
+        tree=tree(),
         warnings=caught,
     )
     if a.end == "exit":

@@ -9,15 +9,19 @@ fallbacks on Linux.
 
 from __future__ import annotations
 
+import mmap
 import os
 import signal
 import socket
 import sys
 import tempfile
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from .._config import disabled_capabilities
-from .._errors import MPGuardError, UnsupportedPlatformError
+from .._errors import GuardSetupError, MPGuardError, UnsupportedPlatformError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
 
 __all__ = [
     "HAS_PIDFD",
@@ -36,6 +40,8 @@ __all__ = [
     "pidfd_send_signal",
     "process_table",
     "read_anon_file",
+    "shared_page",
+    "spawn_in_group",
 ]
 
 POSIX = os.name == "posix"
@@ -140,6 +146,50 @@ def killpg(pgid: int, sig: int) -> None:
     os.killpg(pgid, sig)
 
 
+def spawn_in_group(
+    exe: str | bytes,
+    argv: Sequence[str | bytes],
+    pass_fds: Iterable[int],
+    pgid: int,
+    reset: Iterable[int],
+) -> int:
+    """Start *argv* by ``posix_spawn`` as a member of group *pgid*; its pid.
+
+    The child joins the group before it execs (``setpgroup``), so there is
+    no instant in which it runs outside the group: a parent SIGKILLed right
+    after this call still takes the child down with the group.  Joining
+    after exec (in the child's own Python code) would leave it in the
+    parent's group, and a bystander of the parent's pipeline, for the
+    length of the interpreter's start-up.  The signals in *reset* start with
+    their default action (an inherited SIG_IGN does not survive) and the
+    mask starts empty.  Only *pass_fds* are inherited (besides 0, 1, 2 and
+    descriptors the program made inheritable itself): ``dup2(fd, fd)`` in
+    the file actions clears close-on-exec in the child only (POSIX.1-2017,
+    glibc >= 2.29), so no other thread's spawn can inherit them.
+
+    Raises:
+        GuardSetupError: the group is gone (EPERM) or the spawn failed.
+        UnsupportedPlatformError: no ``posix_spawn`` here.
+    """
+    if not hasattr(os, "posix_spawn"):  # pragma: no cover - not POSIX
+        msg = "guarded spawn needs os.posix_spawn"
+        raise UnsupportedPlatformError(msg)
+    actions = [(os.POSIX_SPAWN_DUP2, fd, fd) for fd in sorted(set(pass_fds))]
+    try:
+        return os.posix_spawn(
+            exe,
+            list(argv),
+            os.environ,
+            file_actions=actions,
+            setpgroup=pgid,
+            setsigdef=tuple(reset),
+            setsigmask=(),
+        )
+    except OSError as e:
+        msg = f"could not spawn a guarded child in process group {pgid}"
+        raise GuardSetupError(msg, pgid=pgid, errno=e.errno) from e
+
+
 # --- pool channels -----------------------------------------------------------
 #
 # A pool worker talks to its parent over its own socketpair whose messages
@@ -198,6 +248,23 @@ def anon_file(data: bytes) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def shared_page(*, by_fd: bool) -> tuple[mmap.mmap, int | None]:
+    """One page of memory shared with children; and its fd if *by_fd*.
+
+    Fork children inherit an anonymous shared mapping as is.  Spawn and
+    forkserver children do not inherit memory, so with *by_fd* the page is
+    an unnamed file (``memfd_create``) whose descriptor the child maps.
+    """
+    if not by_fd:
+        return mmap.mmap(-1, mmap.PAGESIZE), None
+    fd = anon_file(bytes(mmap.PAGESIZE))
+    try:
+        return mmap.mmap(fd, mmap.PAGESIZE), fd
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def read_anon_file(fd: int, size: int) -> bytes:

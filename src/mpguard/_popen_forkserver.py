@@ -1,0 +1,253 @@
+"""Guarded forkserver: the server, and the Popen of its children.
+
+Under the stdlib's forkserver (the default on Linux from Python 3.14) the
+workers' parent is the forkserver, not the user's process, and the
+forkserver lives while any worker holds its ``alive`` pipe.  After a
+SIGKILL of the main process both the workers and the forkserver survive,
+and ``PR_SET_PDEATHSIG`` cannot help: their parent did not die
+(platform-facts §2.1, verified).
+
+So each guard runs its own forkserver, started *in the guard's process
+group* (``_platform.spawn_in_group``).  Every child it forks inherits that
+group, and the guardian's group SIGKILL takes the forkserver and all its
+children together when the owner dies, however it dies.  The stdlib's own
+forkserver (``get_context("forkserver")``) is left alone.
+
+A forkserver child is not our child: the forkserver reaps it and reports
+its exit status on the sentinel pipe.  Signals go through a pidfd opened as
+soon as the pid is known, so a pid recycled after the forkserver reaped the
+child can never be signalled.  If the forkserver dies, its orphaned
+children are SIGKILLed rather than left running unwatched.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import threading
+from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
+from multiprocessing.connection import wait as mp_wait
+from multiprocessing.context import set_spawning_popen
+from typing import TYPE_CHECKING, Any
+
+from . import _compat, _platform
+from ._errors import GuardSetupError, UnsupportedPlatformError
+
+if TYPE_CHECKING:
+    from ._guard import Guard
+
+__all__ = ["GuardedForkServer", "Popen"]
+
+_COMMAND = (
+    "import sys; sys.path.append({root!r}); "
+    "from mpguard._bootstrap import forkserver_main; "
+    "forkserver_main({pgid}, %d, %d, %r, **%r)"
+)
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class GuardedForkServer(forkserver.ForkServer):
+    """One guard's forkserver, a member of the guard's process group."""
+
+    # The stdlib's attributes (untyped there; see _compat).
+    _lock: threading.Lock
+    _forkserver_pid: int | None
+    _forkserver_alive_fd: int | None
+    _forkserver_address: Any
+    _preload_modules: list[str]
+
+    def __init__(self, guard: Guard) -> None:
+        if not _compat.FORKSERVER_SUPPORTED:
+            msg = (
+                "guarded-forkserver is tested on Python 3.9-3.13 only; "
+                "use guarded-spawn or guarded-fork on this version"
+            )
+            raise UnsupportedPlatformError(msg)
+        super().__init__()
+        self._pgid = guard.pgid
+        self._reset = tuple(sorted(guard.block))
+        self._guard = guard
+        self._pidfd: int | None = None
+        self.sentinel: int | None = None  # for the guard's reaper
+
+    def ensure_running(self) -> None:
+        """Start the server unless it runs (the stdlib's, in our group)."""
+        self._preload_modules = _compat.forkserver_preload()
+        _compat.forkserver_ensure_running(
+            self, _COMMAND.format(root=_ROOT, pgid=self._pgid), self._spawn
+        )
+
+    def _spawn(self, exe: Any, args: list[Any], fds: list[int]) -> int:
+        pid = _platform.spawn_in_group(exe, args, fds, self._pgid, self._reset)
+        self._watch(pid)
+        return pid
+
+    def _watch(self, pid: int) -> None:
+        # Reap the server the moment it exits, even outside a teardown: it
+        # is our child, and would otherwise stay a zombie until next use.
+        old = self._pidfd
+        if old is not None:
+            self._guard.release_fd(old)
+            os.close(old)
+            self._pidfd = self.sentinel = None
+        if _platform.HAS_PIDFD:
+            try:
+                self._pidfd = self.sentinel = _platform.pidfd_open(pid)
+            except OSError as e:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                msg = "could not open a pidfd for the forkserver"
+                raise GuardSetupError(msg, pid=pid, errno=e.errno) from e
+            self._guard.watch(self)
+
+    @property
+    def pid(self) -> int | None:
+        """The server's pid, or None if it is not running."""
+        return self._forkserver_pid
+
+    def poll(self) -> int | None:
+        """Reap the server if it has exited (the reaper calls this)."""
+        with self._lock:
+            pid = self._forkserver_pid
+            if pid is None:
+                return 0
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if not done:
+                return None
+            # ensure_running() sees ChildProcessError and starts a new one.
+            if self._pidfd is not None:
+                self._guard.release_fd(self._pidfd)
+            return 0
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Release the server (teardown): close "alive", reap, SIGKILL."""
+        with self._lock:
+            pid = self._forkserver_pid
+            alive = self._forkserver_alive_fd
+            if pid is None or alive is None:
+                return
+            os.close(alive)
+            self._forkserver_alive_fd = None
+            self._forkserver_pid = None
+            self._forkserver_address = None
+            pidfd, self._pidfd, self.sentinel = self._pidfd, None, None
+        if pidfd is not None:
+            self._guard.release_fd(pidfd)
+            if not mp_wait([pidfd], timeout):
+                _signal_pidfd(pidfd, signal.SIGKILL)
+            os.close(pidfd)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def _signal_pidfd(fd: int, sig: int) -> None:
+    try:
+        _platform.pidfd_send_signal(fd, sig)
+    except ProcessLookupError:
+        pass
+
+
+class Popen(popen_forkserver.Popen):
+    """Start a guarded child through the guard's forkserver."""
+
+    method = "forkserver"
+    _fds: list[int]  # the stdlib's: fds sent to the forkserver (untyped there)
+
+    def __init__(self, process_obj: Any) -> None:
+        self._reap_lock = threading.RLock()
+        self._pidfd: int | None = None
+        self._guard: Guard | None = None
+        super().__init__(process_obj)
+
+    def _launch(self, process_obj: Any) -> None:
+        from ._guard import current_guard  # noqa: PLC0415 - import cycle
+
+        guard = current_guard()
+        server = guard.forkserver()
+        pool_worker = bool(getattr(process_obj, "_mpguard_pool_worker", False))
+        prep_data = spawn.get_preparation_data(process_obj._name)
+        buf = io.BytesIO()
+        set_spawning_popen(self)
+        try:
+            reduction.dump(prep_data, buf)
+            reduction.dump(process_obj, buf)
+        finally:
+            set_spawning_popen(None)
+        self.sentinel, w = server.connect_to_new_process(self._fds)
+        # As the stdlib: a duplicate of the data pipe's write end is the
+        # child's sentinel of this (its logical parent) process.
+        parent_w = os.dup(w)
+        with open(w, "wb", closefd=True) as f:
+            f.write(buf.getbuffer())
+        self.pid = forkserver.read_signed(self.sentinel)
+        self._guard = guard
+        fds: tuple[int, ...] = (parent_w, self.sentinel)
+        if _platform.HAS_PIDFD:
+            try:
+                pidfd = _platform.pidfd_open(self.pid)
+            except ProcessLookupError:
+                pidfd = None  # already gone: its status is on the way
+            # Opened before this check, the pidfd names our child unless
+            # the child had already exited (and its pid may be recycled):
+            # then its status is readable and the pidfd is not needed.
+            if pidfd is not None and mp_wait([self.sentinel], 0):
+                os.close(pidfd)
+                pidfd = None
+            if pidfd is not None:
+                self._pidfd = pidfd
+                fds = (*fds, pidfd)
+        self.finalizer = util.Finalize(self, _release, (guard, self.sentinel, fds))
+        guard.register(self, reap=not pool_worker)  # type: ignore[arg-type]
+
+    def poll(self, flag: int = os.WNOHANG) -> int | None:
+        """Return the exit code the forkserver reported, or None."""
+        if self.returncode is None and flag != os.WNOHANG:
+            # Block outside the lock, so a signal from another thread is
+            # not held up by a join().
+            mp_wait([self.sentinel])
+        if self.returncode is None:
+            with self._reap_lock:
+                if self.returncode is None:
+                    if not mp_wait([self.sentinel], 0):
+                        return None
+                    try:
+                        rc = forkserver.read_signed(self.sentinel)
+                    except (OSError, EOFError):
+                        # The forkserver died: the child, if alive, is an
+                        # orphan nobody watches.  Kill it.
+                        rc = 255
+                        self._kill_orphan()
+                    self.returncode = rc
+                    if self._guard is not None:
+                        self._guard.reaped(self)  # type: ignore[arg-type]
+        return self.returncode
+
+    def _kill_orphan(self) -> None:
+        if self._pidfd is not None:
+            _signal_pidfd(self._pidfd, signal.SIGKILL)
+            mp_wait([self._pidfd], 1.0)
+
+    def _send_signal(self, sig: int) -> None:
+        with self._reap_lock:
+            if self.returncode is not None:
+                return
+            if self._pidfd is not None:
+                _signal_pidfd(self._pidfd, sig)
+            elif not mp_wait([self.sentinel], 0):
+                # No pidfd: as the stdlib, by pid, but only while the
+                # forkserver has not reported the child's exit.
+                try:
+                    os.kill(self.pid, sig)
+                except ProcessLookupError:
+                    pass
+
+
+def _release(guard: Guard, sentinel: int, fds: tuple[int, ...]) -> None:
+    guard.release_fd(sentinel)
+    util.close_fds(*fds)  # type: ignore[attr-defined]

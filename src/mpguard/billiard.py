@@ -1,0 +1,119 @@
+"""Guarded start method for billiard, Celery's fork of multiprocessing.
+
+``import mpguard.billiard`` registers ``"guarded"`` (and its alias
+``"guarded-fork"``) with billiard, so that::
+
+    import billiard
+    import mpguard.billiard
+
+    ctx = billiard.get_context("guarded")
+    pool = ctx.Pool(4)                       # a billiard Pool, guarded
+    billiard.set_start_method("guarded", force=True)  # every billiard pool
+
+``import mpguard`` does the same by itself when billiard is already
+imported.  Install with the extra: ``pip install "mpguard[billiard]"``.
+
+The workers of such a pool get every guarantee of the guarded fork: the
+parent's handlers are not inherited (billiard then installs its own), one
+process group without the parent, SIGKILL of the group with everything the
+workers started when the parent dies in any way, reaping without stealing
+exit statuses.  A task whose worker dies fails with billiard's own
+``billiard.exceptions.WorkerLostError``, raised by billiard's pool.
+Like ``"guarded"``, the context reports the name ``"fork"``: Celery's
+``process_initializer`` takes its fork path (platform-facts §1.6).
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from typing import Any
+
+try:
+    import billiard.context
+    import billiard.popen_fork
+except ImportError as e:  # pragma: no cover - exercised without billiard
+    msg = f"mpguard.billiard needs billiard: pip install 'mpguard[billiard]' ({e})"
+    raise ImportError(msg) from e
+
+from . import _compat
+from ._popen_fork import GuardedPopen
+
+__all__ = [
+    "GuardedBilliardContext",
+    "GuardedBilliardProcess",
+    "get_context",
+    "register",
+]
+
+
+class _Popen(GuardedPopen, billiard.popen_fork.Popen):  # type: ignore[misc]
+    """billiard's fork Popen, started by the guarded fork."""
+
+    method = "fork"
+
+    def __init__(self, process_obj: Any) -> None:
+        self._init_guarded()
+        super().__init__(process_obj)
+
+    def _launch(self, process_obj: Any) -> None:
+        self._fork(process_obj, _bootstrap(process_obj), stdlib_atexit=False)
+
+    def terminate(self) -> None:
+        """SIGTERM through the pidfd (billiard sends it by pid)."""
+        self._send_signal(billiard.popen_fork.TERM_SIGNAL)
+
+    def close(self) -> None:
+        """Release the sentinel and pidfd (billiard's ``Process.close``)."""
+        self.finalizer()
+
+
+def _bootstrap(process_obj: Any) -> Any:
+    def run(_parent_sentinel: int) -> int:
+        # As billiard's own Popen: a fork child reseeds random.
+        if "random" in sys.modules:
+            random.seed()
+        return int(process_obj._bootstrap())
+
+    return run
+
+
+class GuardedBilliardProcess(billiard.context.ForkProcess):  # type: ignore[misc]
+    """A ``billiard.Process`` started by the guarded fork."""
+
+    _start_method = "fork"
+
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:  # noqa: N802 - billiard's name
+        return _Popen(process_obj)
+
+
+class GuardedBilliardContext(billiard.context.ForkContext):  # type: ignore[misc]
+    """``billiard.get_context("guarded")``."""
+
+    _name = "fork"
+    Process = GuardedBilliardProcess
+
+    def __repr__(self) -> str:
+        return "<mpguard.billiard.GuardedBilliardContext 'guarded' (fork)>"
+
+
+_CONTEXT = GuardedBilliardContext()
+
+
+def register() -> GuardedBilliardContext:
+    """Register "guarded" and "guarded-fork" with billiard (idempotent)."""
+    for key in ("guarded", "guarded-fork"):
+        ctx = _compat.register_billiard_context(key, _CONTEXT)
+        if not isinstance(ctx, GuardedBilliardContext):
+            msg = f"another billiard context is registered as {key!r}: {ctx!r}"
+            raise RuntimeError(msg)
+    return _CONTEXT
+
+
+def get_context() -> GuardedBilliardContext:
+    """The guarded billiard context, same as ``billiard.get_context("guarded")``."""
+    return register()
+
+
+register()

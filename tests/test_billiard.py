@@ -1,0 +1,83 @@
+"""billiard (Celery's multiprocessing) on billiard's "guarded" context.
+
+``import mpguard.billiard`` registers it; a billiard Pool built on it gets
+the guarded fork's guarantees.  Each protection has its control: the same
+scenario on billiard's own "fork" context.  Lost tasks and reaping are
+billiard's own features: those tests check that the guarded Popen keeps
+them working.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from _support import LONG, SHORT, describe, scenario, wait_gone
+
+pytest.importorskip("billiard")
+pytestmark = pytest.mark.linux
+
+
+def test_tree_dies_when_parent_sigkilled(tmp_path):
+    with scenario("busy_pool", tmp_path, "guarded", method="billiard") as sc:
+        r = sc.report()
+        assert len(set(r["worker_pgids"])) == 1
+        assert r["worker_pgids"][0] != r["pgid"], "parent must not be in the group"
+        t0 = time.monotonic()
+        sc.signal(signal.SIGKILL)
+        left = wait_gone(r["tree"], 1.0)
+        assert not left, describe(left)
+        print(
+            f"billiard: {len(r['tree'])} gone {(time.monotonic() - t0) * 1000:.0f} ms"
+        )
+
+
+def test_control_billiard_fork_leaks_when_parent_sigkilled(tmp_path):
+    with scenario("busy_pool", tmp_path, "stdlib", method="billiard") as sc:
+        r = sc.report()
+        assert r["worker_pgids"] == [r["pgid"]] * len(r["workers"])
+        sc.signal(signal.SIGKILL)
+        left = wait_gone(r["workers"] + r["grandchildren"], 1.0)
+        assert set(left) == set(r["workers"] + r["grandchildren"])
+
+
+def test_parent_sigterm_tears_group_down(tmp_path):
+    with scenario("busy_pool", tmp_path, "guarded", method="billiard") as sc:
+        r = sc.report()
+        sc.signal(signal.SIGTERM)
+        assert sc.wait(SHORT) == -signal.SIGTERM, sc.output()
+        assert not wait_gone(r["tree"], SHORT)
+
+
+def test_control_parent_sigterm_orphans_billiard_workers(tmp_path):
+    with scenario("busy_pool", tmp_path, "stdlib", method="billiard") as sc:
+        r = sc.report()
+        sc.signal(signal.SIGTERM)
+        assert sc.wait(SHORT) == -signal.SIGTERM
+        left = wait_gone(r["workers"] + r["grandchildren"], 1.0)
+        assert set(left) == set(r["workers"] + r["grandchildren"])
+
+
+def test_lost_task_fails_with_billiards_worker_lost_error(tmp_path):
+    with scenario(
+        "billiard_pool", tmp_path, "guarded", "lost", method="billiard"
+    ) as sc:
+        r = sc.report(LONG)
+        assert r["error"]["type"] == "WorkerLostError", r
+        assert "SIGKILL" in r["error"]["str"]
+        assert r["seconds"] < 5.0  # lost_worker_timeout=0.5 plus billiard's ticks
+        assert r["after_pgids"] != [r["pgid"]]  # replacements guarded too
+        assert r["zombies"] == []
+
+
+def test_churn_reaps_every_worker(tmp_path):
+    with scenario(
+        "billiard_pool", tmp_path, "guarded", "churn", method="billiard"
+    ) as sc:
+        r = sc.report(LONG)
+        assert len(r["workers"]) >= 20
+        assert len(r["worker_pgids"]) == 1
+        assert r["worker_pgids"] != [r["pgid"]]
+        assert r["zombies"] == []
