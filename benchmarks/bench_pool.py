@@ -1,12 +1,16 @@
-"""GuardedPool vs the stdlib fork Pool, interleaved in one run.
+"""GuardedPool vs the stdlib Pool, per start method, interleaved in one run.
 
     python benchmarks/bench_pool.py [--rounds 7] [--quick]
+        [--methods fork,forkserver,spawn]
 
-Each round runs every case once for each pool, alternating which goes
-first, after one warm-up round (it also starts mpguard's guardian, a
-once-per-process cost).  The table reports medians and the ratio
-guarded / stdlib: for throughput higher is better, for times lower is
-better.  The machine is noisy: compare ratios, not absolute figures.
+For each start method M the pair is the stdlib Pool on M and GuardedPool on
+"guarded-M".  Each round runs every case once for each pool, alternating
+which goes first, after one warm-up round (it also starts mpguard's
+guardian and forkserver, once-per-process costs).  The tables report
+medians and the ratio guarded / stdlib: for throughput higher is better,
+for times lower is better.  The machine is noisy: compare ratios, not
+absolute figures.  Spawn starts a fresh interpreter per worker, so its
+start and churn cases are smaller.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ import mpguard
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-STD = mp.get_context("fork")
+STD = mp.get_context("fork")  # rebound per method in main()
+GUARDED = mp.get_context("guarded-fork")
 
 
 def noop(x: int) -> int:
@@ -52,7 +57,7 @@ def sleeper(_: int) -> None:
 
 def make(kind: str, n: int, **kw):
     if kind == "guarded":
-        return mpguard.GuardedPool(n, **kw)
+        return mpguard.GuardedPool(n, context=GUARDED, **kw)
     return STD.Pool(n, **kw)
 
 
@@ -125,9 +130,28 @@ def bench_churn(kind: str, tasks: int) -> float:
 Case = tuple[str, str, "Callable[[str], float]", bool]
 
 
-def cases(quick: bool) -> list[Case]:
+def cases(quick: bool, method: str = "fork") -> list[Case]:
     """(name, unit, run(kind) -> value, higher_is_better) for each case."""
     k = 10 if quick else 1
+    if method != "fork":
+        churn = 40 if method == "spawn" else 200
+        return [
+            (
+                "map of 100k tiny items",
+                "items/s",
+                lambda p: bench_map(p, 100_000 // k),
+                True,
+            ),
+            ("20k apply_async", "tasks/s", lambda p: bench_apply(p, 20_000 // k), True),
+            ("start+close, 8 workers", "ms", lambda p: bench_start_close(p, 8), False),
+            ("terminate 8 busy workers", "ms", lambda p: bench_terminate(p, 8), False),
+            (
+                "maxtasksperchild=1 churn",
+                "tasks/s",
+                lambda p: bench_churn(p, max(10, churn // k)),
+                True,
+            ),
+        ]
     return [
         (
             "map of 100k tiny items",
@@ -154,41 +178,54 @@ def fmt(value: float, unit: str) -> str:
     return f"{value:,.0f} {unit}"
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--quick", action="store_true", help="smaller sizes (smoke test)")
-    a = ap.parse_args()
-    table = cases(a.quick)
+TARGETS = {
+    "map of 100k tiny items": ">= 0.97x",
+    "20k apply_async": ">= 0.97x",
+    "start+close, 8 workers": "time <= 1.15x",
+    "start+close, 32 workers": "time <= 1.15x",
+    "terminate 32 busy workers": "time <= 1.0x (aim 0.5x)",
+    "terminate 8 busy workers": "time <= 1.0x",
+    "maxtasksperchild=1 churn": ">= 1.0x",
+}
+
+
+def run_method(method: str, rounds: int, quick: bool) -> None:
+    global STD, GUARDED
+    STD = mp.get_context(method)
+    GUARDED = mp.get_context(f"guarded-{method}")
+    table = cases(quick, method)
     results: dict[tuple[str, str], list[float]] = {}
-    for rnd in range(a.rounds + 1):
+    for rnd in range(rounds + 1):
         for name, _, fn, _ in table:
             order = ("guarded", "stdlib") if rnd % 2 else ("stdlib", "guarded")
             for kind in order:
                 value = fn(kind)
                 if rnd:  # round 0 is the warm-up
                     results.setdefault((name, kind), []).append(value)
-    print(
-        f"Python {platform.python_version()}, {os.cpu_count()} CPUs, "
-        f"{a.rounds} rounds{' (quick)' if a.quick else ''}; medians\n"
-    )
-    print("| case | stdlib fork Pool | GuardedPool | ratio | target |")
+    print(f"\n### {method}: stdlib {method!r} vs 'guarded-{method}'\n")
+    print(f"| case | stdlib {method} Pool | GuardedPool | ratio | target |")
     print("|---|---|---|---|---|")
-    targets = {
-        "map of 100k tiny items": ">= 0.97x",
-        "20k apply_async": ">= 0.97x",
-        "start+close, 8 workers": "time <= 1.15x",
-        "start+close, 32 workers": "time <= 1.15x",
-        "terminate 32 busy workers": "time <= 1.0x (aim 0.5x)",
-        "maxtasksperchild=1 churn": ">= 1.0x",
-    }
     for name, unit, _, higher in table:
         s = statistics.median(results[(name, "stdlib")])
         g = statistics.median(results[(name, "guarded")])
         ratio = g / s
         kind = "throughput" if higher else "time"
-        row = [name, fmt(s, unit), fmt(g, unit), f"{ratio:.2f}x {kind}", targets[name]]
-        print("| " + " | ".join(row) + " |")
+        row = [name, fmt(s, unit), fmt(g, unit), f"{ratio:.2f}x {kind}", TARGETS[name]]
+        print("| " + " | ".join(row) + " |", flush=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--quick", action="store_true", help="smaller sizes (smoke test)")
+    ap.add_argument("--methods", default="fork,forkserver,spawn")
+    a = ap.parse_args()
+    print(
+        f"Python {platform.python_version()}, {os.cpu_count()} CPUs, "
+        f"{a.rounds} rounds{' (quick)' if a.quick else ''}; medians"
+    )
+    for method in a.methods.split(","):
+        run_method(method, a.rounds, a.quick)
     return 0
 
 

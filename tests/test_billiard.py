@@ -4,7 +4,10 @@
 the guarded fork's guarantees.  Each protection has its control: the same
 scenario on billiard's own "fork" context.  Lost tasks and reaping are
 billiard's own features: those tests check that the guarded Popen keeps
-them working.
+them working.  (billiard's ``maxtasksperchild`` churn is not used: on its
+own "fork" context it hangs now and then on 3.13 and fails recycled
+workers' jobs on 3.9 with billiard 4.2, so it could not be told apart from
+a guarded-side failure.)
 """
 
 from __future__ import annotations
@@ -69,15 +72,4 @@ def test_lost_task_fails_with_billiards_worker_lost_error(tmp_path):
         assert "SIGKILL" in r["error"]["str"]
         assert r["seconds"] < 5.0  # lost_worker_timeout=0.5 plus billiard's ticks
         assert r["after_pgids"] != [r["pgid"]]  # replacements guarded too
-        assert r["zombies"] == []
-
-
-def test_churn_reaps_every_worker(tmp_path):
-    with scenario(
-        "billiard_pool", tmp_path, "guarded", "churn", method="billiard"
-    ) as sc:
-        r = sc.report(LONG)
-        assert len(r["workers"]) >= 20
-        assert len(r["worker_pgids"]) == 1
-        assert r["worker_pgids"] != [r["pgid"]]
         assert r["zombies"] == []

@@ -1,13 +1,12 @@
 """billiard's Pool on billiard's "guarded" context (mpguard.billiard).
 
-usage: billiard_pool.py REPORT MODE CASE
+usage: billiard_pool.py REPORT MODE
 
 MODE guarded: ``billiard.get_context("guarded")``; stdlib: billiard's own
-"fork" context (the control).  CASE:
-
-lost   a busy worker is SIGKILLed; billiard's pool fails its task with
-       ``billiard.exceptions.WorkerLostError`` (lost_worker_timeout=0.5)
-churn  maxtasksperchild=1 over 30 tasks; zombies counted after
+"fork" context (the control).  A busy worker is SIGKILLed; billiard's
+pool fails its task with ``billiard.exceptions.WorkerLostError``
+(lost_worker_timeout=0.5); then the pool runs on replacements, and zombies
+are counted.
 """
 
 from __future__ import annotations
@@ -30,49 +29,36 @@ def task(i: int) -> tuple[int, int]:
 
 
 def main() -> None:
-    path, mode, case = sys.argv[1], sys.argv[2], sys.argv[3]
+    path, mode = sys.argv[1], sys.argv[2]
     ctx = get_ctx(mode)
-    if case == "lost":
-        pool = ctx.Pool(2, lost_worker_timeout=0.5)
-        r = pool.apply_async(slow, (0,))
-        deadline = time.monotonic() + 10
-        while not r._worker_pid and time.monotonic() < deadline:  # acked
-            time.sleep(0.01)
-        victim = r._worker_pid
-        os.kill(victim, signal.SIGKILL)
-        t0 = time.monotonic()
-        try:
-            r.get(10)
-            err = None
-        except Exception as e:  # billiard wraps it for the traceback
-            exc = getattr(e, "exc", e)
-            err = {"type": type(exc).__name__, "str": str(exc)}
-        after = pool.map(task, range(4))
-        report(
-            path,
-            pid=os.getpid(),
-            pgid=os.getpgrp(),
-            victim=victim,
-            error=err,
-            seconds=time.monotonic() - t0,
-            after_pgids=sorted({x[1] for x in after}),
-            zombies=zombies_after(1.0),
-        )
-        # billiard's terminate() can hang once a worker died holding its
-        # queue lock (billiard's form of gh-96062): end without it.
-        os._exit(0)
-    pool = ctx.Pool(2, maxtasksperchild=1)
-    out = pool.map(task, range(30), chunksize=1)
-    pool.close()
-    pool.join()
+    pool = ctx.Pool(2, lost_worker_timeout=0.5)
+    r = pool.apply_async(slow, (0,))
+    deadline = time.monotonic() + 10
+    while not r._worker_pid and time.monotonic() < deadline:  # acked
+        time.sleep(0.01)
+    victim = r._worker_pid
+    os.kill(victim, signal.SIGKILL)
+    t0 = time.monotonic()
+    try:
+        r.get(10)
+        err = None
+    except Exception as e:  # billiard wraps it for the traceback
+        exc = getattr(e, "exc", e)
+        err = {"type": type(exc).__name__, "str": str(exc)}
+    after = pool.map(task, range(4))
     report(
         path,
         pid=os.getpid(),
         pgid=os.getpgrp(),
-        workers=sorted({x[0] for x in out}),
-        worker_pgids=sorted({x[1] for x in out}),
-        zombies=zombies_after(0.5),
+        victim=victim,
+        error=err,
+        seconds=time.monotonic() - t0,
+        after_pgids=sorted({x[1] for x in after}),
+        zombies=zombies_after(1.0),
     )
+    # billiard's terminate() can hang once a worker died holding its
+    # queue lock (billiard's form of gh-96062): end without it.
+    os._exit(0)
 
 
 if __name__ == "__main__":

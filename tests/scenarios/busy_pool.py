@@ -66,8 +66,7 @@ def quick(_: int) -> int:
 def arm_pdeathsig(marker_dir: str) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    with open(os.path.join(marker_dir, f"{os.getpid()}.json"), "w") as f:
-        f.write("{}")
+    report(os.path.join(marker_dir, f"{os.getpid()}.json"))  # atomic
 
 
 def main() -> None:
