@@ -35,6 +35,7 @@ __all__ = [
     "register_billiard_context",
     "register_context",
     "replace_pool_terminator",
+    "stop_billiard_respawn",
     "stop_pool_respawn",
     "submit_apply",
     "task_items",
@@ -400,3 +401,27 @@ def stop_pool_respawn(pool: multiprocessing.pool.Pool) -> None:
     if handler is not None:
         handler._state = _TERMINATE
     pool._state = _TERMINATE  # type: ignore[attr-defined]
+
+
+def stop_billiard_respawn() -> None:
+    """:func:`stop_pool_respawn` for every billiard Pool of this process.
+
+    billiard pools are not registered with the guard (Celery builds them
+    itself), so they are found through their ``Supervisor`` threads, whose
+    ``pool`` attribute is the pool.  Without this a Supervisor that sees
+    the teardown's dead workers starts replacements, gets GuardClosedError
+    and ends the whole process with ``os._exit(1)`` (billiard's
+    ``PoolThread.run``).  billiard 4.x: ``Supervisor._state``,
+    ``Pool._state``, ``TERMINATE``.  Pools without a Supervisor (Celery's
+    AsynPool) respawn from the event loop of the main thread, which the
+    teardown occupies.  Takes no lock: it may run in a signal handler.
+    """
+    pool_mod = sys.modules.get("billiard.pool")
+    if pool_mod is None:
+        return
+    for thread in threading.enumerate():
+        if isinstance(thread, pool_mod.Supervisor):
+            thread._state = pool_mod.TERMINATE
+            pool = getattr(thread, "pool", None)
+            if pool is not None:
+                pool._state = pool_mod.TERMINATE

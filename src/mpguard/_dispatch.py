@@ -516,6 +516,7 @@ class Dispatcher:
                 return
             w.dead = True
             lost: list[_Task] = []
+            give_up: list[_Task] = []
             if w.outstanding:  # the common exit (maxtasksperchild) skips this
                 self._read_results(w)
                 requeue = self._take_back(w)
@@ -533,7 +534,12 @@ class Dispatcher:
                 lost = list(w.outstanding.values())
                 w.outstanding.clear()
                 self._timed -= sum(1 for t in lost if t.timeout)
-                if requeue:
+                if requeue and self._early_exit(w, lost):
+                    # Handing them on would only feed the next worker
+                    # that fails the same way (a slow spawn start leaves
+                    # no moment with the task in the backlog).
+                    give_up = requeue
+                elif requeue:
                     self._backlog.extendleft(reversed(requeue))
                     self._fill()
             # Reuse the channel only after a clean exit with nothing left in
@@ -546,7 +552,15 @@ class Dispatcher:
                 err = self._lost(w, t, exitcode)
                 self._results.append((t.job, t.index, (False, err)))
             if not lost and exitcode and exitcode > 0:
-                self._early_death(w.proc.pid, exitcode)
+                self._early_death(w.proc.pid, exitcode, give_up)
+
+    def _early_exit(self, w: _Worker, lost: list[_Task]) -> bool:
+        """True if *w* is one more worker that exited with an error before
+        taking any task, and that happened too often (lock held)."""
+        code = w.proc.exitcode
+        if lost or w.answered or not code or code < 0:
+            return False
+        return self._early_deaths + 1 >= max(3, self._processes)
 
     def _take_back(self, w: _Worker) -> list[_Task]:
         """Take every task still queued for (dead) *w* out of its channel.
@@ -587,16 +601,17 @@ class Dispatcher:
             task=t.describe(),
         )
 
-    def _early_death(self, pid: int, exitcode: int) -> None:
+    def _early_death(self, pid: int, exitcode: int, tasks: list[_Task]) -> None:
         # Workers that exit with an error before taking any task, again and
         # again, are the stdlib's endless respawn loop around a failing
         # initializer: every task would wait forever.  Fail the waiting
-        # ones instead (signals do not count: a kill storm is not this).
+        # ones, and *tasks* taken back from this worker, instead (signals do
+        # not count: a kill storm is not this).
         self._early_deaths += 1
         if self._early_deaths < max(3, self._processes):
             return
         with self._lock:
-            waiting = list(self._backlog)
+            waiting = [*tasks, *self._backlog]
             self._backlog.clear()
             self._room.notify_all()
         for t in waiting:

@@ -298,6 +298,7 @@ class Guard:
         grace = self.policy.grace if grace is None else grace
         for pool in pools:
             _compat.stop_pool_respawn(pool)
+        _compat.stop_billiard_respawn()
         log.debug("teardown (%s) of pgid=%d, grace=%.2fs", reason, self.pgid, grace)
         if self._guardian_held():
             self._escapees = snapshot_descendants(

@@ -31,7 +31,7 @@ from ._guard import Guard, current_guard
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["GuardedPopen", "Popen"]
+__all__ = ["GuardedPopen", "Popen", "release"]
 
 
 class GuardedPopen:
@@ -79,7 +79,7 @@ class GuardedPopen:
             fds = (*fds, self._pidfd)
         else:
             self.sentinel = fds[0]
-        self.finalizer = util.Finalize(self, _release, (guard, self.sentinel, fds))
+        self.finalizer = util.Finalize(self, release, (guard, self.sentinel, fds))
         guard.register(self, reap=not pool_worker)  # type: ignore[arg-type]
 
     def _fork(
@@ -211,6 +211,7 @@ class Popen(GuardedPopen, popen_fork.Popen):
         )
 
 
-def _release(guard: Guard, sentinel: int, fds: tuple[int, ...]) -> None:
+def release(guard: Guard, sentinel: int, fds: tuple[int, ...]) -> None:
+    """Finalizer of a guarded Popen: unwatch its sentinel, close its fds."""
     guard.release_fd(sentinel)
     util.close_fds(*fds)  # type: ignore[attr-defined]

@@ -14,10 +14,12 @@ children together when the owner dies, however it dies.  The stdlib's own
 forkserver (``get_context("forkserver")``) is left alone.
 
 A forkserver child is not our child: the forkserver reaps it and reports
-its exit status on the sentinel pipe.  Signals go through a pidfd opened as
-soon as the pid is known, so a pid recycled after the forkserver reaped the
-child can never be signalled.  If the forkserver dies, its orphaned
-children are SIGKILLed rather than left running unwatched.
+its exit status on a pipe.  A pidfd opened as soon as the pid is known is
+the sentinel and carries the signals: it fires exactly when the child
+exits, whether or not the forkserver is still there to report it (a
+teardown's SIGTERM ends the forkserver at once, while a worker may still
+be in its grace period), and a pid recycled after the forkserver reaped
+the child can never be signalled.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _compat, _platform
 from ._errors import GuardSetupError, UnsupportedPlatformError
+from ._popen_fork import release
 
 if TYPE_CHECKING:
     from ._guard import Guard
@@ -179,15 +182,16 @@ class Popen(popen_forkserver.Popen):
             reduction.dump(process_obj, buf)
         finally:
             set_spawning_popen(None)
-        self.sentinel, w = server.connect_to_new_process(self._fds)
+        self._status, w = server.connect_to_new_process(self._fds)
+        self.sentinel = self._status
         # As the stdlib: a duplicate of the data pipe's write end is the
         # child's sentinel of this (its logical parent) process.
         parent_w = os.dup(w)
         with open(w, "wb", closefd=True) as f:
             f.write(buf.getbuffer())
-        self.pid = forkserver.read_signed(self.sentinel)
+        self.pid = forkserver.read_signed(self._status)
         self._guard = guard
-        fds: tuple[int, ...] = (parent_w, self.sentinel)
+        fds: tuple[int, ...] = (parent_w, self._status)
         if _platform.HAS_PIDFD:
             try:
                 pidfd = _platform.pidfd_open(self.pid)
@@ -196,13 +200,13 @@ class Popen(popen_forkserver.Popen):
             # Opened before this check, the pidfd names our child unless
             # the child had already exited (and its pid may be recycled):
             # then its status is readable and the pidfd is not needed.
-            if pidfd is not None and mp_wait([self.sentinel], 0):
+            if pidfd is not None and mp_wait([self._status], 0):
                 os.close(pidfd)
                 pidfd = None
             if pidfd is not None:
-                self._pidfd = pidfd
+                self._pidfd = self.sentinel = pidfd
                 fds = (*fds, pidfd)
-        self.finalizer = util.Finalize(self, _release, (guard, self.sentinel, fds))
+        self.finalizer = util.Finalize(self, release, (guard, self.sentinel, fds))
         guard.register(self, reap=not pool_worker)  # type: ignore[arg-type]
 
     def poll(self, flag: int = os.WNOHANG) -> int | None:
@@ -216,22 +220,19 @@ class Popen(popen_forkserver.Popen):
                 if self.returncode is None:
                     if not mp_wait([self.sentinel], 0):
                         return None
-                    try:
-                        rc = forkserver.read_signed(self.sentinel)
-                    except (OSError, EOFError):
-                        # The forkserver died: the child, if alive, is an
-                        # orphan nobody watches.  Kill it.
-                        rc = 255
-                        self._kill_orphan()
+                    # Exited.  The forkserver reports the status right
+                    # after it reaps the child; EOF (or nothing within 1 s)
+                    # means the forkserver is gone: 255, as the stdlib.
+                    rc = 255
+                    if mp_wait([self._status], 1.0):
+                        try:
+                            rc = forkserver.read_signed(self._status)
+                        except (OSError, EOFError):
+                            pass
                     self.returncode = rc
                     if self._guard is not None:
                         self._guard.reaped(self)  # type: ignore[arg-type]
         return self.returncode
-
-    def _kill_orphan(self) -> None:
-        if self._pidfd is not None:
-            _signal_pidfd(self._pidfd, signal.SIGKILL)
-            mp_wait([self._pidfd], 1.0)
 
     def _send_signal(self, sig: int) -> None:
         with self._reap_lock:
@@ -246,8 +247,3 @@ class Popen(popen_forkserver.Popen):
                     os.kill(self.pid, sig)
                 except ProcessLookupError:
                     pass
-
-
-def _release(guard: Guard, sentinel: int, fds: tuple[int, ...]) -> None:
-    guard.release_fd(sentinel)
-    util.close_fds(*fds)  # type: ignore[attr-defined]
