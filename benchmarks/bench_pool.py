@@ -20,6 +20,7 @@ import multiprocessing as mp
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -127,6 +128,26 @@ def bench_churn(kind: str, tasks: int) -> float:
     return tasks / dt
 
 
+def bench_cold_start(kind: str) -> float:
+    """A new program's first pool: interpreter, imports, guard (guardian,
+    forkserver), 2 workers, one map, shutdown."""
+    method = STD.get_start_method()
+    if kind == "guarded":
+        head = f"import mpguard; ctx = mp.get_context('guarded-{method}')"
+    else:
+        head = f"ctx = mp.get_context('{method}')"
+    code = (
+        "import multiprocessing as mp\n"
+        f"{head}\n"
+        "if __name__ == '__main__':\n"
+        "    with ctx.Pool(2) as pool:\n"
+        "        pool.map(abs, range(4))\n"
+    )
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True)
+    return time.perf_counter() - t0
+
+
 Case = tuple[str, str, "Callable[[str], float]", bool]
 
 
@@ -136,6 +157,7 @@ def cases(quick: bool, method: str = "fork") -> list[Case]:
     if method != "fork":
         churn = 40 if method == "spawn" else 200
         return [
+            ("cold start, Pool(2) + one map", "ms", bench_cold_start, False),
             (
                 "map of 100k tiny items",
                 "items/s",
@@ -153,6 +175,7 @@ def cases(quick: bool, method: str = "fork") -> list[Case]:
             ),
         ]
     return [
+        ("cold start, Pool(2) + one map", "ms", bench_cold_start, False),
         (
             "map of 100k tiny items",
             "items/s",
@@ -179,6 +202,7 @@ def fmt(value: float, unit: str) -> str:
 
 
 TARGETS = {
+    "cold start, Pool(2) + one map": "",
     "map of 100k tiny items": ">= 0.97x",
     "20k apply_async": ">= 0.97x",
     "start+close, 8 workers": "time <= 1.15x",
@@ -189,11 +213,11 @@ TARGETS = {
 }
 
 
-def run_method(method: str, rounds: int, quick: bool) -> None:
+def run_method(method: str, rounds: int, quick: bool, only: str = "") -> None:
     global STD, GUARDED
     STD = mp.get_context(method)
     GUARDED = mp.get_context(f"guarded-{method}")
-    table = cases(quick, method)
+    table = [c for c in cases(quick, method) if only in c[0]]
     results: dict[tuple[str, str], list[float]] = {}
     for rnd in range(rounds + 1):
         for name, _, fn, _ in table:
@@ -219,13 +243,14 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--quick", action="store_true", help="smaller sizes (smoke test)")
     ap.add_argument("--methods", default="fork,forkserver,spawn")
+    ap.add_argument("--only", default="", help="run the cases whose name has this")
     a = ap.parse_args()
     print(
         f"Python {platform.python_version()}, {os.cpu_count()} CPUs, "
         f"{a.rounds} rounds{' (quick)' if a.quick else ''}; medians"
     )
     for method in a.methods.split(","):
-        run_method(method, a.rounds, a.quick)
+        run_method(method, a.rounds, a.quick, a.only)
     return 0
 
 

@@ -414,12 +414,24 @@ def stop_billiard_respawn() -> None:
     ``PoolThread.run``).  billiard 4.x: ``Supervisor._state``,
     ``Pool._state``, ``TERMINATE``.  Pools without a Supervisor (Celery's
     AsynPool) respawn from the event loop of the main thread, which the
-    teardown occupies.  Takes no lock: it may run in a signal handler.
+    teardown occupies.
+
+    Takes no lock: it may run in a signal handler, in a main thread that
+    was interrupted holding ``threading``'s own lock, so the thread table
+    (``threading._active``, 3.9-3.14) is copied without
+    ``threading.enumerate()``.
     """
     pool_mod = sys.modules.get("billiard.pool")
     if pool_mod is None:
         return
-    for thread in threading.enumerate():
+    threads: list[Any] = []
+    for _ in range(10):
+        try:
+            threads = list(threading._active.values())  # type: ignore[attr-defined]
+            break
+        except RuntimeError:  # changed size while copied: try again
+            continue
+    for thread in threads:
         if isinstance(thread, pool_mod.Supervisor):
             thread._state = pool_mod.TERMINATE
             pool = getattr(thread, "pool", None)
