@@ -65,7 +65,6 @@ BACKLOG_MAX = 256
 #: Messages read from one worker per wake-up, so that one chatty worker
 #: cannot starve the others.
 _READ_BATCH = 256
-_MASK = 0xFFFFFFFF
 
 _RESULTS, _CTRL, _WAKE = range(3)
 
@@ -648,7 +647,7 @@ class Dispatcher:
 
     def _check_timeouts(self) -> float | None:
         """Kill overrunning workers; return seconds until the next deadline."""
-        now = int(time.monotonic() * 1000) & _MASK
+        now = int(time.monotonic() * 1000)
         victims = []
         soonest = math.inf
         with self._lock:
@@ -662,7 +661,7 @@ class Dispatcher:
                     continue
                 stamp = w.stamp.value
                 if _wire.started(stamp, t.seq):
-                    left = t.timeout - ((now - (stamp & _MASK)) & _MASK) / 1000
+                    left = t.timeout - _wire.elapsed_ms(stamp, now) / 1000
                 else:  # not started yet: it cannot end before a full timeout
                     left = t.timeout
                 if left <= 0:

@@ -30,6 +30,7 @@ __all__ = [
     "HEADER",
     "TIMED",
     "Message",
+    "elapsed_ms",
     "mark",
     "payload",
     "recv",
@@ -138,6 +139,18 @@ def stamp(seq: int) -> int:
     clock in every process).
     """
     return ((seq & 0xFFFFFFFF) << 32) | (int(time.monotonic() * 1000) & 0xFFFFFFFF)
+
+
+def elapsed_ms(word: int, now_ms: int) -> int:
+    """Milliseconds since stamp *word* was written, at clock *now_ms*.
+
+    The clock wraps every 2**32 ms (49 days), so the difference is taken
+    modulo 2**32.  A stamp written after the caller read *now_ms* (the
+    worker started the task meanwhile) reads as 0, not as a wrapped 49
+    days that would kill the task at once.
+    """
+    elapsed = (now_ms - (word & 0xFFFFFFFF)) & 0xFFFFFFFF
+    return 0 if elapsed >= 1 << 31 else elapsed
 
 
 def mark(seq: int) -> int:
