@@ -24,18 +24,18 @@ the child can never be signalled.
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import threading
-from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
+from multiprocessing import forkserver, popen_forkserver, util
 from multiprocessing.connection import wait as mp_wait
-from multiprocessing.context import set_spawning_popen
 from typing import TYPE_CHECKING, Any
 
 from . import _compat, _platform
 from ._errors import GuardSetupError, UnsupportedPlatformError
+from ._guard import current_guard
 from ._popen_fork import release
+from ._popen_spawn import pickle_for_child
 
 if TYPE_CHECKING:
     from ._guard import Guard
@@ -169,19 +169,11 @@ class Popen(popen_forkserver.Popen):
         super().__init__(process_obj)
 
     def _launch(self, process_obj: Any) -> None:
-        from ._guard import current_guard  # noqa: PLC0415 - import cycle
 
         guard = current_guard()
         server = guard.forkserver()
         pool_worker = bool(getattr(process_obj, "_mpguard_pool_worker", False))
-        prep_data = spawn.get_preparation_data(process_obj._name)
-        buf = io.BytesIO()
-        set_spawning_popen(self)
-        try:
-            reduction.dump(prep_data, buf)
-            reduction.dump(process_obj, buf)
-        finally:
-            set_spawning_popen(None)
+        buf = pickle_for_child(self, process_obj)
         self._status, w = server.connect_to_new_process(self._fds)
         self.sentinel = self._status
         # As the stdlib: a duplicate of the data pipe's write end is the

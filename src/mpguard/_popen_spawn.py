@@ -34,7 +34,7 @@ from ._errors import UnsupportedPlatformError
 from ._guard import current_guard
 from ._popen_fork import GuardedPopen
 
-__all__ = ["Popen", "command_line"]
+__all__ = ["Popen", "command_line", "pickle_for_child"]
 
 # Appended to the child's sys.path (last, so it shadows nothing), in case
 # mpguard was put on the parent's path at run time: the bootstrap must be
@@ -56,6 +56,21 @@ def command_line(tracker_fd: int, pipe_handle: int, pgid: int) -> list[Any]:
     return [exe, *_compat.interpreter_flags(), "-c", prog, "--multiprocessing-fork"]
 
 
+def pickle_for_child(popen: Any, process_obj: Any) -> io.BytesIO:
+    """What a spawn or forkserver child reads first: the preparation data,
+    then the process object, pickled while *popen* collects the fds the
+    child must inherit (the stdlib's ``set_spawning_popen`` protocol)."""
+    prep_data = spawn.get_preparation_data(process_obj._name)
+    buf = io.BytesIO()
+    set_spawning_popen(popen)
+    try:
+        reduction.dump(prep_data, buf)
+        reduction.dump(process_obj, buf)
+    finally:
+        set_spawning_popen(None)
+    return buf
+
+
 class Popen(GuardedPopen, popen_spawn_posix.Popen):
     """Start a guarded child by spawn (a fresh interpreter)."""
 
@@ -72,14 +87,7 @@ class Popen(GuardedPopen, popen_spawn_posix.Popen):
         pool_worker = bool(getattr(process_obj, "_mpguard_pool_worker", False))
         tracker_fd: int = resource_tracker.getfd()  # type: ignore[assignment]
         self._fds.append(tracker_fd)
-        prep_data = spawn.get_preparation_data(process_obj._name)
-        fp = io.BytesIO()
-        set_spawning_popen(self)
-        try:
-            reduction.dump(prep_data, fp)
-            reduction.dump(process_obj, fp)
-        finally:
-            set_spawning_popen(None)
+        fp = pickle_for_child(self, process_obj)
         child_r, parent_w = os.pipe()
         parent_r = child_w = -1
         if not _platform.HAS_PIDFD:
