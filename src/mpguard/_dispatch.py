@@ -515,7 +515,7 @@ class Dispatcher:
                 return
             w.dead = True
             lost: list[_Task] = []
-            give_up: list[_Task] = []
+            requeue: list[_Task] = []
             if w.outstanding:  # the common exit (maxtasksperchild) skips this
                 self._read_results(w)
                 requeue = self._take_back(w)
@@ -533,33 +533,49 @@ class Dispatcher:
                 lost = list(w.outstanding.values())
                 w.outstanding.clear()
                 self._timed -= sum(1 for t in lost if t.timeout)
-                if requeue and self._early_exit(w, lost):
-                    # Handing them on would only feed the next worker
-                    # that fails the same way (a slow spawn start leaves
-                    # no moment with the task in the backlog).
-                    give_up = requeue
-                elif requeue:
-                    self._backlog.extendleft(reversed(requeue))
-                    self._fill()
+            exitcode = w.proc.exitcode
+            given_up: list[_Task] = []
+            if self._gives_up(w, lost, exitcode):
+                # Handing the tasks on would only feed the next worker that
+                # fails the same way (a slow spawn start leaves no moment
+                # with a task in the backlog): fail them all.
+                given_up = [*requeue, *self._backlog]
+                self._backlog.clear()
+                self._room.notify_all()
+            elif requeue:
+                self._backlog.extendleft(reversed(requeue))
+                self._fill()
             # Reuse the channel only after a clean exit with nothing left in
             # it (maxtasksperchild): no task, no unread close() sentinel.
-            clean = not lost and not w.sent_none and w.proc.exitcode == 0
+            clean = not lost and not w.sent_none and exitcode == 0
             self._forget(w, reuse=clean)
-        if lost or not w.answered:
-            exitcode = w.proc.exitcode
-            for t in lost:
-                err = self._lost(w, t, exitcode)
-                self._results.append((t.job, t.index, (False, err)))
-            if not lost and exitcode and exitcode > 0:
-                self._early_death(w.proc.pid, exitcode, give_up)
+        for t in lost:
+            err = self._lost(w, t, exitcode)
+            self._results.append((t.job, t.index, (False, err)))
+        for t in given_up:
+            err = WorkerLostError(
+                "workers keep exiting before they run any task",
+                pid=w.proc.pid,
+                exitcode=exitcode,
+                task=t.describe(),
+                hint="check the pool's initializer",
+            )
+            self._results.append((t.job, t.index, (False, err)))
 
-    def _early_exit(self, w: _Worker, lost: list[_Task]) -> bool:
-        """True if *w* is one more worker that exited with an error before
-        taking any task, and that happened too often (lock held)."""
-        code = w.proc.exitcode
-        if lost or w.answered or not code or code < 0:
+    def _gives_up(self, w: _Worker, lost: list[_Task], exitcode: int | None) -> bool:
+        """Count *w* if it exited with an error before taking any task;
+        True once that happened ``max(3, processes)`` times in a row (lock
+        held).
+
+        Workers that do so again and again are the stdlib's endless respawn
+        loop around a failing initializer, where every task would wait
+        forever.  Signals do not count: a kill storm is not this.  Any
+        answer from any worker resets the count (``_read_results``).
+        """
+        if lost or w.answered or not exitcode or exitcode < 0:
             return False
-        return self._early_deaths + 1 >= max(3, self._processes)
+        self._early_deaths += 1
+        return self._early_deaths >= max(3, self._processes)
 
     def _take_back(self, w: _Worker) -> list[_Task]:
         """Take every task still queued for (dead) *w* out of its channel.
@@ -599,29 +615,6 @@ class Dispatcher:
             exitcode=exitcode,
             task=t.describe(),
         )
-
-    def _early_death(self, pid: int, exitcode: int, tasks: list[_Task]) -> None:
-        # Workers that exit with an error before taking any task, again and
-        # again, are the stdlib's endless respawn loop around a failing
-        # initializer: every task would wait forever.  Fail the waiting
-        # ones, and *tasks* taken back from this worker, instead (signals do
-        # not count: a kill storm is not this).
-        self._early_deaths += 1
-        if self._early_deaths < max(3, self._processes):
-            return
-        with self._lock:
-            waiting = [*tasks, *self._backlog]
-            self._backlog.clear()
-            self._room.notify_all()
-        for t in waiting:
-            err = WorkerLostError(
-                "workers keep exiting before they run any task",
-                pid=pid,
-                exitcode=exitcode,
-                task=t.describe(),
-                hint="check the pool's initializer",
-            )
-            self._results.append((t.job, t.index, (False, err)))
 
     def _forget(self, w: _Worker, *, reuse: bool = False) -> None:
         """Stop feeding *w*; keep its channel for reuse or close it (lock held)."""
