@@ -13,7 +13,6 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
-import signal
 from multiprocessing import reduction
 from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any
@@ -107,10 +106,10 @@ def worker_main(
     """
     if parent_end is not None:
         parent_end.close()
-    # Fork workers already ignore SIGINT (set between fork and target); a
-    # spawn or forkserver worker starts with Python's default handler.
-    # Ctrl-C is for the parent: no worker prints a KeyboardInterrupt.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SIGINT is already ignored here (Ctrl-C is the parent's business): set
+    # between fork and target for fork workers (_child.prepare), and when
+    # the process object is unpickled for spawn/forkserver ones
+    # (_context._FreshChild).
     inbox = _Inbox(sock, slot)
     _compat.pool_worker(
         inbox, _Outbox(sock, inbox), initializer, initargs, maxtasks, wrap_exception
