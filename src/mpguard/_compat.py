@@ -17,6 +17,8 @@ import time
 from multiprocessing import util
 from typing import TYPE_CHECKING, Any
 
+from ._errors import UnsupportedPlatformError
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
@@ -29,6 +31,7 @@ __all__ = [
     "fail_pending",
     "forkserver_ensure_running",
     "forkserver_preload",
+    "require_forkserver",
     "guardian_spawn_kwargs",
     "interpreter_flags",
     "pool_worker",
@@ -124,6 +127,18 @@ def guardian_spawn_kwargs() -> dict[str, Any]:
 
 #: Versions whose ``ForkServer`` this module's copy matches.
 FORKSERVER_SUPPORTED = sys.version_info < (3, 14)
+
+
+def require_forkserver() -> None:
+    """Raise UnsupportedPlatformError where :data:`FORKSERVER_SUPPORTED` is
+    False (checked by the context and, for a Process used without it, by
+    the guard's forkserver)."""
+    if not FORKSERVER_SUPPORTED:
+        msg = (
+            "guarded-forkserver is tested on Python 3.9-3.13 only (3.14 "
+            "changed the forkserver protocol); use guarded-spawn here"
+        )
+        raise UnsupportedPlatformError(msg)
 
 
 def interpreter_flags() -> list[str]:

@@ -38,7 +38,6 @@ from multiprocessing.context import (
 from typing import TYPE_CHECKING, Any
 
 from . import _child, _compat
-from ._errors import UnsupportedPlatformError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -208,12 +207,7 @@ class GuardedForkServerContext(GuardedContext, ForkServerContext):
 
     def _check_available(self) -> None:
         super()._check_available()
-        if not _compat.FORKSERVER_SUPPORTED:
-            msg = (
-                "guarded-forkserver is tested on Python 3.9-3.13 only (3.14 "
-                "changed the forkserver protocol); use guarded-spawn here"
-            )
-            raise UnsupportedPlatformError(msg)
+        _compat.require_forkserver()
 
 
 class GuardedSpawnContext(GuardedContext, SpawnContext):

@@ -32,22 +32,15 @@ from multiprocessing.connection import wait as mp_wait
 from typing import TYPE_CHECKING, Any
 
 from . import _compat, _platform
-from ._errors import GuardSetupError, UnsupportedPlatformError
+from ._errors import GuardSetupError
 from ._guard import current_guard
 from ._popen_fork import release
-from ._popen_spawn import pickle_for_child
+from ._popen_spawn import bootstrap_prog, pickle_for_child
 
 if TYPE_CHECKING:
     from ._guard import Guard
 
 __all__ = ["GuardedForkServer", "Popen"]
-
-_COMMAND = (
-    "import sys; sys.path.append({root!r}); "
-    "from mpguard._bootstrap import forkserver_main; "
-    "forkserver_main({pgid}, %d, %d, %r, **%r)"
-)
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class GuardedForkServer(forkserver.ForkServer):
@@ -61,25 +54,20 @@ class GuardedForkServer(forkserver.ForkServer):
     _preload_modules: list[str]
 
     def __init__(self, guard: Guard) -> None:
-        if not _compat.FORKSERVER_SUPPORTED:
-            msg = (
-                "guarded-forkserver is tested on Python 3.9-3.13 only; "
-                "use guarded-spawn or guarded-fork on this version"
-            )
-            raise UnsupportedPlatformError(msg)
+        _compat.require_forkserver()
         super().__init__()
         self._pgid = guard.pgid
         self._reset = tuple(sorted(guard.block))
         self._guard = guard
         self._pidfd: int | None = None
-        self.sentinel: int | None = None  # for the guard's reaper
 
     def ensure_running(self) -> None:
         """Start the server unless it runs (the stdlib's, in our group)."""
         self._preload_modules = _compat.forkserver_preload()
-        _compat.forkserver_ensure_running(
-            self, _COMMAND.format(root=_ROOT, pgid=self._pgid), self._spawn
-        )
+        # The stdlib fills in the %-fields: listener fd, alive fd, preload
+        # list, keyword dict.
+        command = bootstrap_prog("forkserver_main", f"{self._pgid}, %d, %d, %r, **%r")
+        _compat.forkserver_ensure_running(self, command, self._spawn)
 
     def _spawn(self, exe: Any, args: list[Any], fds: list[int]) -> int:
         pid = _platform.spawn_in_group(exe, args, fds, self._pgid, self._reset)
@@ -93,16 +81,21 @@ class GuardedForkServer(forkserver.ForkServer):
         if old is not None:
             self._guard.release_fd(old)
             os.close(old)
-            self._pidfd = self.sentinel = None
+            self._pidfd = None
         if _platform.HAS_PIDFD:
             try:
-                self._pidfd = self.sentinel = _platform.pidfd_open(pid)
+                self._pidfd = _platform.pidfd_open(pid)
             except OSError as e:
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
                 msg = "could not open a pidfd for the forkserver"
                 raise GuardSetupError(msg, pid=pid, errno=e.errno) from e
             self._guard.watch(self)
+
+    @property
+    def sentinel(self) -> int | None:
+        """The server's pidfd: what the guard's reaper waits on."""
+        return self._pidfd
 
     @property
     def pid(self) -> int | None:
@@ -137,7 +130,7 @@ class GuardedForkServer(forkserver.ForkServer):
             self._forkserver_alive_fd = None
             self._forkserver_pid = None
             self._forkserver_address = None
-            pidfd, self._pidfd, self.sentinel = self._pidfd, None, None
+            pidfd, self._pidfd = self._pidfd, None
         if pidfd is not None:
             self._guard.release_fd(pidfd)
             if not mp_wait([pidfd], timeout):

@@ -34,7 +34,7 @@ from ._errors import UnsupportedPlatformError
 from ._guard import current_guard
 from ._popen_fork import GuardedPopen
 
-__all__ = ["Popen", "command_line", "pickle_for_child"]
+__all__ = ["Popen", "bootstrap_prog", "command_line", "pickle_for_child"]
 
 # Appended to the child's sys.path (last, so it shadows nothing), in case
 # mpguard was put on the parent's path at run time: the bootstrap must be
@@ -42,16 +42,21 @@ __all__ = ["Popen", "command_line", "pickle_for_child"]
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def bootstrap_prog(entry: str, args: str) -> str:
+    """The ``python -c`` program that calls ``mpguard._bootstrap.<entry>``
+    with *args* (spawn children and the guard's forkserver)."""
+    return (
+        f"import sys; sys.path.append({_ROOT!r}); "
+        f"from mpguard._bootstrap import {entry}; {entry}({args})"
+    )
+
+
 def command_line(tracker_fd: int, pipe_handle: int, pgid: int) -> list[Any]:
     """argv of a guarded spawn child (the stdlib's, with our entry point)."""
     if getattr(sys, "frozen", False):
         msg = "guarded spawn cannot start children of a frozen executable"
         raise UnsupportedPlatformError(msg)
-    prog = (
-        f"import sys; sys.path.append({_ROOT!r}); "
-        "from mpguard._bootstrap import spawn_main; "
-        f"spawn_main({pipe_handle}, {tracker_fd}, {pgid})"
-    )
+    prog = bootstrap_prog("spawn_main", f"{pipe_handle}, {tracker_fd}, {pgid}")
     exe = spawn.get_executable()
     return [exe, *_compat.interpreter_flags(), "-c", prog, "--multiprocessing-fork"]
 
@@ -99,9 +104,10 @@ class Popen(GuardedPopen, popen_spawn_posix.Popen):
             pass_fds = [*self._fds, child_r]
             if child_w >= 0:
                 pass_fds.append(child_w)
+            argv = command_line(tracker_fd, child_r, guard.pgid)
             pid = _platform.spawn_in_group(
-                spawn.get_executable(),
-                command_line(tracker_fd, child_r, guard.pgid),
+                argv[0],
+                argv,
                 pass_fds,
                 guard.pgid,
                 guard.block,
