@@ -33,6 +33,7 @@ __all__ = [
     "forkserver_preload",
     "require_forkserver",
     "guardian_spawn_kwargs",
+    "map_chunksize",
     "interpreter_flags",
     "pool_worker",
     "register_billiard_context",
@@ -241,6 +242,26 @@ _CHUNK_HELPERS = (
     multiprocessing.pool.mapstar,  # type: ignore[attr-defined]
     multiprocessing.pool.starmapstar,  # type: ignore[attr-defined]
 )
+
+
+def map_chunksize(pool: multiprocessing.pool.Pool, iterable: Any) -> tuple[Any, int]:
+    """``(iterable, chunksize)`` as ``Pool._map_async`` computes them when
+    no chunksize is given, but from the pool's size.
+
+    The stdlib (3.9-3.13) divides by ``len(pool._pool)``, the workers
+    present right now.  That is 0 between the death of every worker and
+    the start of their replacements (milliseconds under fork, about 100 ms
+    under spawn), and ``map()`` then raises ZeroDivisionError; this was
+    the unexplained load-dependent failure of the idle-kill test.
+    ``pool._processes`` is the same number the rest of the time.  The
+    iterable comes back as a list if it had no ``len()``, as the stdlib
+    makes it.
+    """
+    pool._check_running()  # type: ignore[attr-defined]
+    if not hasattr(iterable, "__len__"):
+        iterable = list(iterable)
+    chunksize, extra = divmod(len(iterable), pool._processes * 4)  # type: ignore[attr-defined]
+    return iterable, (chunksize + 1 if extra else chunksize)
 
 
 def task_items(func: Any, args: Any) -> tuple[Any, Sequence[Any], bool] | None:

@@ -193,6 +193,22 @@ class GuardedPool(multiprocessing.pool.Pool):
         :meth:`apply_async`)."""
         return self.apply_async(func, args, kwds, timeout=timeout).get()
 
+    def _map_async(  # the stdlib's helper behind map/starmap and their _async
+        self,
+        func: Any,
+        iterable: Any,
+        mapper: Any,
+        chunksize: int | None = None,
+        callback: Any = None,
+        error_callback: Any = None,
+    ) -> Any:
+        if chunksize is None:
+            # Not from the workers alive this instant: there may be none.
+            iterable, chunksize = _compat.map_chunksize(self, iterable)
+        return super()._map_async(  # type: ignore[misc]
+            func, iterable, mapper, chunksize, callback, error_callback
+        )
+
     @property
     def grace(self) -> float:
         """Seconds between SIGTERM and SIGKILL in :meth:`terminate`."""
