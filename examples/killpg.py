@@ -1,11 +1,16 @@
-"""Seeds 001/003, rewritten: killing "the group" without killing bystanders.
+"""A common blog recipe, rewritten: killing "the group" without bystanders.
 
-The seeds end everything with ``os.killpg(os.getpgid(os.getpid()), SIGKILL)``.
-That group is the shell's job: in ``python app.py | tee log`` it holds
-``tee`` too, which dies, and the log loses its end.  mpguard's workers
-have a group of their own that never holds the parent, and mpguard tears
-only that group down on SIGTERM.  This demo runs itself behind ``| tee``
-and SIGTERMs the Python side.
+The recipe ends everything from a SIGTERM handler::
+
+    def term(signum, frame):
+        os.killpg(os.getpgid(os.getpid()), signal.SIGKILL)
+
+That group is the shell's job: a shell puts the processes of one command
+or pipeline in one process group (credentials(7), setpgid(2)).  In
+``python app.py | tee log`` it holds ``tee`` too, which dies, and the log
+loses its end.  mpguard's workers have a group of their own that never
+holds the parent, and mpguard tears only that group down on SIGTERM.  This
+demo runs itself behind ``| tee`` and SIGTERMs the Python side.
 
     python examples/killpg.py
 """

@@ -1,9 +1,18 @@
-"""Seed 002 / seed 000 §2, rewritten: the parent dies, the children do not.
+"""A common blog recipe, rewritten: the parent dies, the children do not.
 
-The seed's daemonic ``multiprocessing.Process`` children keep running after
-``kill -9`` of the parent.  With the guarded context they, and what they
-started, are SIGKILLed at once.  This script plays the parent in a new
-session, kills itself with SIGKILL, and a watcher checks the result.
+The recipe marks its children daemonic and expects them to die with the
+parent::
+
+    p = multiprocessing.Process(target=fun, args=(i,))
+    p.daemon = True
+    p.start()
+
+``daemon`` only means that the parent, when it exits, tries to terminate
+them (Python docs, ``multiprocessing.Process.daemon``); SIGKILL cannot be
+caught (signal(7)).  So after ``kill -9`` of the parent they keep running,
+orphans adopted by init (_exit(2)).  With the guarded context they, and
+what they started, are SIGKILLed at once.  This script plays the parent in
+a new session, kills itself with SIGKILL, and a watcher checks the result.
 
     python examples/orphan.py
 """

@@ -1,10 +1,20 @@
-"""Seed 003, rewritten: a SIGTERM handler installed before the children.
+"""A common blog recipe, rewritten: a SIGTERM handler set before the children.
 
-The seed installs ``term()``, which terminates every child, *before*
-forking; the children inherit it and terminate each other (125 handler
-runs for 10 children, measured).  With the guarded context the same code
-runs the handler exactly once, in the parent, after mpguard has torn the
-children's group down; the parent then dies of SIGTERM (exit 143).
+The recipe installs ``term()``, which terminates every child, *before*
+forking::
+
+    def term(signum, frame):
+        for p in processes:
+            p.terminate()  # SIGTERM on POSIX
+
+    signal.signal(signal.SIGTERM, term)  # then start the children
+
+A forked child inherits a copy of its parent's signal dispositions
+(signal(7)), so the children run ``term()`` too and terminate each other
+(125 handler runs for 10 children, measured).  With the guarded context
+the same code runs the handler exactly once, in the parent, after mpguard
+has torn the children's group down; the parent then dies of SIGTERM (exit
+143).
 
     python examples/sigterm_handler.py
 """
@@ -30,7 +40,7 @@ def fun(x: int) -> None:
 def parent(log: str) -> None:
     import mpguard  # noqa: F401
 
-    def term(sig_num, frame):  # the seed's handler, unchanged
+    def term(sig_num, frame):  # the recipe's handler, unchanged
         with open(log, "a") as f:
             f.write(f"{os.getpid()}\n")
         for p in processes:

@@ -1,9 +1,13 @@
-"""Seed 000 §1.1, rewritten: a child the program never waits for.
+"""A common blog recipe, rewritten: a child the program never waits for.
 
-Without mpguard the finished child stays a zombie (``<defunct>``) until
-the parent exits; the seed's fix, ``signal(SIGCHLD, SIG_IGN)``, makes
-``subprocess.run(...).returncode`` lie (0 instead of the real code).  A
-guarded Process is reaped as soon as it exits, and exit codes stay exact.
+The recipe starts ``subprocess.Popen(["python", "worker.py"])`` and never
+waits for it.  Without mpguard the finished child stays a zombie
+(``<defunct>``) until the parent exits; the recipe's fix,
+``signal.signal(signal.SIGCHLD, signal.SIG_IGN)``, makes
+``subprocess.run(...).returncode`` lie (0 instead of the real code):
+``waitpid()`` then fails with ECHILD (waitpid(2)) and ``subprocess`` reports
+0.  A guarded Process is reaped as soon as it exits, and exit codes stay
+exact.
 
     python examples/zombie.py
 """

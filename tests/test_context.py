@@ -105,7 +105,7 @@ def test_debug_log_for_each_kill_and_reap_step(api):
 
 
 def test_set_start_method_guarded_makes_plain_process_guarded(api):
-    assert api["default_popen_module"] == "mpguard._popen_fork"
+    assert api["default_popen_module"] == "mpguard._start._fork"
     assert api["default_child"]["pgid"] != api["pgid"]
     assert api["default_child"]["sigterm"] == repr(signal.SIG_DFL)
 
@@ -147,9 +147,10 @@ def test_guardian_death_is_warned_and_a_new_guardian_follows():
         "p = ctx.Process(target=time.sleep, args=(60,)); p.start()\n"
         "g1 = os.getpgid(p.pid)\n"
         "os.kill(g1, signal.SIGKILL)\n"
-        "from mpguard import _guard\n"
+        "from mpguard._group import _guard, GuardState\n"
         "deadline = time.monotonic() + 5\n"
-        "while not _guard._guard.broken and time.monotonic() < deadline:\n"
+        "while _guard._guard.state is not GuardState.BROKEN"
+        " and time.monotonic() < deadline:\n"
         "    time.sleep(0.01)\n"
         "q = ctx.Process(target=time.sleep, args=(60,)); q.start()\n"
         "print('new guardian:', os.getpgid(q.pid) != g1)\n"
@@ -240,8 +241,8 @@ def test_guarded_forkserver_is_refused_where_untested():
     # method fails with a typed error naming what to use instead.
     code = (
         "import multiprocessing as mp, mpguard\n"
-        "from mpguard import _compat\n"
-        "_compat.FORKSERVER_SUPPORTED = False\n"
+        "from mpguard._compat import _forkserver\n"
+        "_forkserver.FORKSERVER_SUPPORTED = False\n"
         "try:\n"
         "    mp.get_context('guarded-forkserver')\n"
         "except mpguard.UnsupportedPlatformError as e:\n"

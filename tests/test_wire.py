@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from mpguard import _wire
+from mpguard._pool import _wire
 
 
 def test_stamp_marks_the_task_started():

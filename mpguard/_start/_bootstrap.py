@@ -2,7 +2,7 @@
 
 A guarded spawn child and a guarded forkserver are started by
 ``posix_spawn`` as members of the guard's process group (see
-``_platform.spawn_in_group``), with a command line that runs one of the
+``mpguard._platform.spawn_in_group``), with a command line that runs one of the
 functions below instead of the stdlib's own entry points.
 
 Importing this module imports the ``mpguard`` package first, and so
@@ -10,8 +10,9 @@ registers the guarded start methods before anything is unpickled.  The
 stdlib child applies the parent's start method in ``spawn.prepare()``
 *before* it unpickles the process object; without this import a program
 whose default is a guarded method would fail in every child with
-``ValueError: cannot find context for 'guarded-spawn'`` (platform-facts
-§1.2, loky's "start method is set 2 times in the subprocess").
+``ValueError: cannot find context for 'guarded-spawn'`` (the same trap
+loky works around: its children must import loky before
+``spawn.prepare()`` resolves the parent's start method).
 
 Both functions check that the process really is in the guard's group: a
 child outside it would not die with the parent.  The check cannot fail
@@ -51,8 +52,8 @@ def forkserver_main(
     in the guard's group: the guardian's SIGKILL on the owner's death takes
     the forkserver and every worker, which ``PR_SET_PDEATHSIG`` cannot do
     under forkserver (the workers' parent is the forkserver, which outlives
-    the owner while any worker holds its ``alive`` pipe; platform-facts
-    §2.1).
+    the owner while any worker holds its ``alive`` pipe; prctl(2): the
+    signal follows the parent, not the program).
     """
     _check_group(pgid)
     from multiprocessing import forkserver  # noqa: PLC0415 - after the check

@@ -1,19 +1,21 @@
 """The guardian: leader of a guard's process group.
 
-Run as ``python -I -S _guardian.py OWNER_PID LIFELINE_FD`` by the owner
+Run as ``python -I -S _guardian_main.py OWNER_PID LIFELINE_FD`` by the owner
 (the user's process) with ``setpgid(0, 0)`` applied before exec, so its pid
 is the group id every guarded child joins.  It imports nothing from mpguard
 and runs no user code.
 
-Why a separate process (platform-facts §2.1, §2.4, §3.5):
+Why a separate process:
 
-* ``PR_SET_PDEATHSIG`` follows the *thread* that forked a child: a pool
+* ``PR_SET_PDEATHSIG`` follows the *thread* that forked a child (prctl(2):
+  "the parent" is the thread that created the process): a pool
   built in a short-lived thread, or workers respawned by the pool's
   ``_handle_workers`` thread, would be killed while the parent lives on.
   The guardian instead watches the owner *process* through a pidfd (and a
   lifeline pipe, and ``getppid()``), whatever thread started anything.
 * The group needs a stable leader so that its id cannot be recycled while
-  the owner may still signal it.  The owner never reaps the guardian before
+  the owner may still signal it (setpgid(2): a group lives while it has a
+  member, and its id is its leader's pid).  The owner never reaps the guardian before
   it is done with the group, so the pgid stays reserved.
 * SIGKILL of the group from outside the workers ends them even inside C
   code, and ends everything they started that stayed in the group.

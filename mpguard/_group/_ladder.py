@@ -1,9 +1,18 @@
 """The escalation ladder: SIGTERM, wait up to ``grace``, SIGKILL, reap.
 
-One ladder serves both the pool (its workers and their descendants) and the
-guard (its whole group), in the shape of systemd's ``TimeoutStopSec`` and
-billiard's ``_trywaitkill``.  SIGKILL is sent from here, outside the
-workers, so the deadline holds even for a worker stuck in C code.
+The one ladder every kill in mpguard climbs, in the shape of systemd's
+``TimeoutStopSec`` and billiard's ``_trywaitkill``:
+
+* pool ``terminate()``: the workers and their descendants (:func:`kill_tree`);
+* signal teardown and exit: the guard's whole group (a :class:`Target` built
+  by :func:`tree_target` with the group's id);
+* task timeouts and a second SIGTERM: straight to SIGKILL, no wait
+  (:func:`kill_now`).
+
+Descendants are snapshot *before* the first signal: once a child dies its
+own children are reparented and no longer found below it.  SIGKILL is sent
+from here, outside the children, so the deadline holds even for a child
+stuck in C code.
 """
 
 from __future__ import annotations
@@ -15,15 +24,26 @@ import warnings
 from multiprocessing.connection import wait as mp_wait
 from typing import TYPE_CHECKING, Any
 
-from . import _platform
-from ._errors import EscalationWarning
+from .. import _platform
+from .._errors import EscalationWarning
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
     import psutil
 
-__all__ = ["Target", "escalate", "kill_tree", "snapshot_descendants"]
+    from ._children import GuardedChild
+
+__all__ = [
+    "Target",
+    "escalate",
+    "kill_now",
+    "kill_tree",
+    "procs_alive",
+    "signal_procs",
+    "snapshot_descendants",
+    "tree_target",
+]
 
 log = logging.getLogger("mpguard")
 
@@ -68,8 +88,16 @@ def _wait_gone(target: Target, timeout: float) -> bool:
         time.sleep(min(left, _TICK))  # descendants: not our children
 
 
-def escalate(target: Target, grace: float) -> bool:
-    """SIGTERM, wait up to *grace*, SIGKILL.  Return True if it escalated."""
+def escalate(target: Target, grace: float, *, term: bool = True) -> bool:
+    """SIGTERM, wait up to *grace*, SIGKILL, wait.  True if SIGKILL was sent.
+
+    With *term* false the ladder starts at SIGKILL and does not wait: the
+    caller reaps (a task timeout, a second terminating signal).
+    """
+    if not term:
+        log.debug("SIGKILL to %s", target.label)
+        target.send(signal.SIGKILL)
+        return True
     log.debug("SIGTERM to %s", target.label)
     target.send(signal.SIGTERM)
     if _wait_gone(target, grace):
@@ -147,27 +175,58 @@ def signal_procs(procs: Sequence[psutil.Process], sig: int) -> None:
             continue
 
 
-def kill_tree(popens: Sequence[Any], grace: float, label: str) -> bool:
-    """Tear down guarded children *popens* and all their descendants.
+def tree_target(
+    label: str, children: Sequence[GuardedChild], *, pgid: int | None = None
+) -> Target:
+    """A ladder target: *children*, everything below them, and group *pgid*.
+
+    With *pgid* the group is signalled as a whole (its leader, the
+    guardian, ignores SIGTERM and goes only with the final SIGKILL), and
+    the snapshot keeps just the descendants that left the group
+    (``setsid``); without it each child is signalled through its pidfd.
+    Either way a descendant that called ``setsid`` is still found.
+    """
+    live = [c for c in children if c.returncode is None]
+    desc = snapshot_descendants((c.pid for c in live), exclude_pgid=pgid)
+
+    def send(sig: int) -> None:
+        if pgid is not None:
+            _platform.killpg(pgid, sig)
+        else:
+            for c in live:
+                c.send_signal(sig)
+        signal_procs(desc, sig)
+
+    def remaining() -> int:
+        n = sum(1 for c in live if c.poll() is None)
+        if n or pgid is None:
+            return n + (procs_alive(desc) if desc else 0)
+        # Cheap check first; scan /proc for the group only when needed.
+        table = _platform.process_table()
+        members = [pid for pid in _platform.group_members(pgid, table) if pid != pgid]
+        return len(members) + (procs_alive(desc) if desc else 0)
+
+    def waitables() -> list[Any]:
+        return [c.sentinel for c in live if c.returncode is None]
+
+    return Target(label, send, remaining, waitables)
+
+
+def kill_tree(children: Sequence[GuardedChild], grace: float, label: str) -> bool:
+    """Tear down *children* and all their descendants with the ladder.
 
     Descendants include the ones that left the group with ``setsid``.
     Returns True if SIGKILL was needed.
     """
-    live = [p for p in popens if p.returncode is None]
-    if not live:
+    if not any(c.returncode is None for c in children):
         return False
-    desc = snapshot_descendants(p.pid for p in live)
+    return escalate(tree_target(label, children), grace)
 
-    def send(sig: int) -> None:
-        for p in live:
-            p._send_signal(sig)
-        signal_procs(desc, sig)
 
-    def remaining() -> int:
-        n = sum(1 for p in live if p.poll() is None)
-        return n + (procs_alive(desc) if desc else 0)
+def kill_now(children: Sequence[GuardedChild]) -> None:
+    """SIGKILL *children* and their descendants at once, without waiting.
 
-    def waitables() -> list[Any]:
-        return [p.sentinel for p in live if p.returncode is None]
-
-    return escalate(Target(label, send, remaining, waitables), grace)
+    For a task that overran its timeout: the pool reaps the worker.
+    """
+    if any(c.returncode is None for c in children):
+        escalate(tree_target("overrunning task", children), 0.0, term=False)

@@ -2,10 +2,22 @@
 
 Discussion
 ----------
-Seed 002/003 install a handler that terminates every child, before forking,
-so children inherit it and terminate each other: the recursion trap.  Seed
-001/003's other fix, ``os.killpg(os.getpgid(os.getpid()), SIGKILL)``, kills
-the caller's own group, which includes ``tee`` in ``python app.py | tee``.
+A widely copied recipe installs, before starting the children, a handler
+that terminates every child::
+
+    def term(signum, frame):
+        for p in multiprocessing.active_children():
+            p.terminate()
+        sys.exit(1)
+
+    signal.signal(signal.SIGTERM, term)
+
+A forked child inherits the handler (signal(7): dispositions survive fork),
+so each child's SIGTERM makes it terminate its own view of the children:
+the "terminate recursion trap" (10 children, 125 handler runs).  The
+recipe's other fix, ``os.killpg(os.getpgid(os.getpid()), SIGKILL)``, kills
+the caller's own group, which includes ``tee`` in ``python app.py | tee``
+(a shell puts a pipeline in one process group, credentials(7)).
 
 mpguard's handler is safe to inherit and to re-enter:
 
@@ -55,6 +67,7 @@ __all__ = [
     "before_fork",
     "guarded_fork",
     "install",
+    "installed",
     "uninstall",
 ]
 
@@ -89,7 +102,8 @@ class GuardHandler:
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         if os.getpid() != self.owner_pid:
-            # Inherited into a child: never the parent's teardown (seed 003).
+            # Inherited into a child: never the parent's teardown (the
+            # recursion trap above).
             if signum == signal.SIGINT:
                 raise KeyboardInterrupt
             _die_by(signum)
@@ -231,15 +245,23 @@ def install(
     return installed
 
 
-def uninstall(installed: dict[signal.Signals, GuardHandler]) -> None:
-    """Restore the dispositions replaced by :func:`install` (main thread)."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for sig, h in installed.items():
-        previous = h.previous
+def installed() -> dict[signal.Signals, GuardHandler]:
+    """The handlers mpguard installed in this process, by signal."""
+    return dict(_installed)
+
+
+def uninstall() -> bool:
+    """Restore the dispositions replaced by :func:`install` (main thread).
+
+    Returns True if handlers were installed.
+    """
+    if not _installed or threading.current_thread() is not threading.main_thread():
+        return False
+    for sig, handler in list(_installed.items()):
         # Only restore what is still ours: a handler the user installed
         # after us stays.
-        if signal.getsignal(sig) is h:
+        previous = handler.previous
+        if signal.getsignal(sig) is handler:
             signal.signal(sig, previous)
-        if _installed.get(sig) is h:
-            del _installed[sig]
+        del _installed[sig]
+    return True

@@ -25,6 +25,11 @@ Here each worker has its own channel of atomic messages
   descendants when one overruns and fails it with ``TaskTimeoutError``.
   Tasks without a timeout cost nothing: no stamp, no timer.
 
+Every decision above (which worker, what waits, what is stolen, requeued,
+lost or given up, which task overran) is made by ``_schedule.Schedule``, on
+plain data; this module is the I/O around it: the lock, the channels, the
+event loop, pickling, the errors and the kills.
+
 The stdlib's threads, result classes and worker loop are unchanged: only
 the functions they call to move a task or a result are ours.
 """
@@ -37,16 +42,17 @@ import math
 import os
 import reprlib
 import selectors
-import signal
 import threading
 import time
 from collections import deque
 from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from . import _compat, _platform, _wire
-from ._errors import TaskTimeoutError, WorkerLostError
-from ._kill import signal_procs, snapshot_descendants
+from .. import _compat, _platform
+from .._errors import TaskTimeoutError, WorkerLostError
+from .._group import kill_now
+from . import _wire
+from ._schedule import PREFETCH, Schedule, Task, Worker
 
 if TYPE_CHECKING:
     import mmap
@@ -54,14 +60,6 @@ if TYPE_CHECKING:
 
 __all__ = ["PREFETCH", "Channel", "Dispatcher"]
 
-#: Tasks queued in one worker's channel, counting the one it runs.  Enough
-#: to hide the round trip to the parent between tiny tasks; idle workers
-#: take queued tasks back, so a long task delays nothing behind it.
-PREFETCH = 4
-#: Tasks waiting for a worker before ``put()`` blocks, which is what keeps
-#: ``imap`` over an endless generator from pickling it all up front (the
-#: stdlib gets that from its pipe filling up).
-BACKLOG_MAX = 256
 #: Messages read from one worker per wake-up, so that one chatty worker
 #: cannot starve the others.
 _READ_BATCH = 256
@@ -98,76 +96,40 @@ class Channel(NamedTuple):
             pass
 
 
-class _Task:
-    __slots__ = ("args", "data", "func", "index", "job", "seq", "timeout")
-
-    def __init__(
-        self, seq: int, task: tuple[Any, ...], data: bytes, timeout: float | None
-    ) -> None:
-        self.seq = seq
-        self.job = task[0]
-        self.index = task[1]
-        # Kept only to describe the task in an error.
-        self.func = task[2]
-        self.args = task[3]
-        # The pickled task, kept until it is answered: a task taken back
-        # from a channel, or received by a worker that died before starting
-        # it, is sent again from here.  At most PREFETCH per worker.
-        self.data = data
-        self.timeout = timeout
-
-    def describe(self) -> str:
-        func, args = self.func, self.args
-        chunk = _compat.task_items(func, args)
-        if chunk is not None:
-            func, items, starred = chunk
-            if len(items) != 1:
-                return f"{_name(func)} on {len(items)} items (chunk {self.index})"
-            args = items[0] if starred else (items[0],)
-        try:
-            shown = ", ".join(_repr.repr(a) for a in args)
-        except Exception:  # noqa: BLE001 - a user __repr__ may raise anything
-            shown = "..."
-        return f"{_name(func)}({shown})"
+def _describe(t: Task) -> str:
+    """*t* as shown in an error: the function and its (shortened) args."""
+    func, args = t.func, t.args
+    chunk = _compat.task_items(func, args)
+    if chunk is not None:
+        func, items, starred = chunk
+        if len(items) != 1:
+            return f"{_name(func)} on {len(items)} items (chunk {t.index})"
+        args = items[0] if starred else (items[0],)
+    try:
+        shown = ", ".join(_repr.repr(a) for a in args)
+    except Exception:  # noqa: BLE001 - a user __repr__ may raise anything
+        shown = "..."
+    return f"{_name(func)}({shown})"
 
 
 def _name(func: Any) -> str:
     return str(getattr(func, "__qualname__", None) or getattr(func, "__name__", func))
 
 
-class _Worker:
-    __slots__ = (
-        "answered",
-        "budget",
-        "channel",
-        "dead",
-        "killed_for",
-        "outstanding",
-        "proc",
-        "sent_none",
-        "stamp",
-    )
+class _Worker(Worker):
+    """A worker with its channel and a view of its slot word."""
+
+    __slots__ = ("channel", "stamp")
 
     def __init__(self, channel: Channel, budget: int | None) -> None:
-        self.proc: Any = None  # set once started
+        super().__init__(budget)
         self.channel = channel
-        self.budget = budget  # tasks it may still be given (maxtasksperchild)
-        # seq -> task, in the order sent: the worker's own FIFO order, so
-        # the first one is the task it runs (or will run next).
-        self.outstanding: dict[int, _Task] = {}
         self.stamp = ctypes.c_uint64.from_buffer(channel.slot)
-        self.sent_none = False
-        self.dead = False
-        self.killed_for: int | None = None
-        self.answered = 0
 
-    def room(self) -> int:
-        if self.dead or self.sent_none:
-            return 0
-        free = PREFETCH - len(self.outstanding)
-        if self.budget is not None:
-            free = min(free, self.budget)
-        return free
+
+def _word(w: _Worker) -> int:
+    """*w*'s slot word: what it last started (written by the worker)."""
+    return w.stamp.value
 
 
 class _Raw:
@@ -207,16 +169,15 @@ class Dispatcher:
         self._processes = processes
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
-        self._workers: dict[int, _Worker] = {}
-        self._backlog: deque[_Task] = deque()
+        # Every decision, made under self._lock; it calls back _send and
+        # _take to move a task in or out of a channel.
+        self._sched: Schedule[_Worker] = Schedule(processes, self._send, self._take)
         self._results: deque[Any] = deque()
         self._seq = itertools.count(1)
         self._buf = bytearray(_wire.BUFSIZE)
         self._job_timeouts: dict[Any, float] = {}
-        self._timed = 0  # timed tasks in workers' channels
         self._put_waiting = False
         self._sleep_until = math.inf
-        self._early_deaths = 0
         self._stopped = False
         self._closed = False
         self._sel = selectors.DefaultSelector()
@@ -259,11 +220,12 @@ class Dispatcher:
                 w.dead = True
                 return w
             fd = channel.parent.fileno()
-            self._workers[fd] = w
+            self._sched.add(fd, w)
             if fd not in self._registered:
                 self._sel.register(fd, selectors.EVENT_READ, _RESULTS)
                 self._registered.add(fd)
-            self._refill(w)
+            self._sched.refill(w)
+            self._wake_put()
         return w
 
     def started(self, w: _Worker, proc: Any) -> None:
@@ -277,10 +239,9 @@ class Dispatcher:
         """*w* failed to start: take its tasks back for the others."""
         with self._lock:
             if not w.dead:
-                w.dead = True
-                self._backlog.extendleft(reversed(self._take_back(w)))
+                self._sched.abort(w)
                 self._forget(w)
-                self._fill()
+                self._wake_put()
             else:
                 w.channel.close()
 
@@ -300,53 +261,39 @@ class Dispatcher:
             timeout = self._job_timeouts.pop(task[0], timeout)
         # Pickle outside the lock; a PicklingError goes back to the stdlib
         # task handler, which fails this task as the stdlib does.
-        t = _Task(next(self._seq), task, bytes(ForkingPickler.dumps(task)), timeout)
+        t = Task(next(self._seq), task, bytes(ForkingPickler.dumps(task)), timeout)
         with self._lock:
-            if len(self._backlog) >= BACKLOG_MAX:
+            sched = self._sched
+            if sched.full():
                 # Woken only once the backlog is half empty: waking this
                 # thread for every free slot costs a GIL hand-off per task.
                 self._put_waiting = True
-                while len(self._backlog) > BACKLOG_MAX // 2 and not self._stopped:
+                while not sched.low() and not self._stopped:
                     self._room.wait()
                 self._put_waiting = False
             if self._stopped:
                 return
-            # Only an empty backlog may be skipped: the tasks in it are
-            # older.  Checked *after* waiting: while this thread waited, the
-            # loop may have emptied the backlog and left workers idle, and a
-            # task appended then would wait for an event that never comes.
-            if not self._backlog:
-                w = self._pick()
-                if w is not None and self._send(w, t):
-                    return
-            # Invariant: a non-empty backlog means every worker was full
-            # when it filled, so each will answer and be refilled.
-            self._backlog.append(t)
+            # Only an empty backlog may be skipped (Schedule.assign): the
+            # tasks in it are older.  Checked *after* waiting: while this
+            # thread waited, the loop may have emptied the backlog and left
+            # workers idle, and a task appended then would wait for an
+            # event that never comes.
+            sched.assign(t)
 
     def _put_sentinel(self) -> None:
-        # The stdlib sends one None per worker once close() has drained the
-        # cache: each worker gets one, after everything it was given.
         with self._lock:
-            for w in self._workers.values():
-                if not w.dead and not w.sent_none:
-                    w.sent_none = True
-                    data = bytes(ForkingPickler.dumps(None))
-                    try:
-                        _wire.send(w.channel.parent, 0, 0, data, block=True)
-                    except OSError:
-                        pass
-                    return
+            w = self._sched.sentinel_to()
+            if w is None:
+                return
+            data = bytes(ForkingPickler.dumps(None))
+            try:
+                _wire.send(w.channel.parent, 0, 0, data, block=True)
+            except OSError:
+                pass
 
-    def _pick(self) -> _Worker | None:
-        best, most = None, 0
-        for w in self._workers.values():
-            room = w.room()
-            if room > most:
-                best, most = w, room
-        return best
-
-    def _send(self, w: _Worker, t: _Task) -> bool:
-        """Send *t* to *w* without blocking (lock held)."""
+    def _send(self, w: _Worker, t: Task) -> bool:
+        """Send *t* to *w* without blocking (the schedule's ``send``; lock
+        held)."""
         flags = _wire.TIMED if t.timeout else 0
         try:
             _wire.send(w.channel.parent, t.seq, flags, t.data, block=False)
@@ -354,58 +301,32 @@ class Dispatcher:
             return False
         except OSError:  # pragma: no cover - the channel was closed
             return False
-        w.outstanding[t.seq] = t
-        if w.budget is not None:
-            w.budget -= 1
-        if t.timeout:
-            self._timed += 1
-            if time.monotonic() + t.timeout < self._sleep_until:
-                self._wake()
+        # The loop sleeps until the next deadline it knew of: a sooner one
+        # must wake it.
+        if t.timeout and time.monotonic() + t.timeout < self._sleep_until:
+            self._wake()
         return True
 
-    def _refill(self, w: _Worker) -> None:
-        """Top *w* up from the backlog, or let it take queued work (lock held)."""
-        backlog = self._backlog
-        if backlog:
-            while backlog and w.room() > 0:
-                t = backlog.popleft()
-                if not self._send(w, t):
-                    backlog.appendleft(t)
-                    break
-            if self._put_waiting and len(backlog) <= BACKLOG_MAX // 2:
-                self._room.notify_all()
-        elif not w.outstanding and w.room() > 0:
-            self._steal_for(w)
+    def _take(self, w: _Worker) -> int | None:
+        """Take the next message queued for *w* back out of its channel
+        (the schedule's ``take``; lock held): its seq, or None if none.
 
-    def _steal_for(self, w: _Worker) -> None:
-        """Move one queued, unstarted task from the busiest worker to *w*."""
-        victim = max(
-            (v for v in self._workers.values() if v is not w and not v.dead),
-            key=lambda v: len(v.outstanding),
-            default=None,
-        )
-        if victim is None or len(victim.outstanding) < 2:
-            return
+        The task keeps its pickle: the message is dropped.
+        """
         try:
-            msg = _wire.recv(victim.channel.child, self._buf, block=False)
+            msg = _wire.recv(w.channel.child, self._buf, block=False)
         except (BlockingIOError, InterruptedError):
-            return  # the victim took it first
+            return None  # nothing queued, or the worker took it first
         if msg is None:  # pragma: no cover
-            return
+            return None
         _discard(msg)
-        t = victim.outstanding.pop(msg.seq, None)
-        if t is None:  # pragma: no cover - only tasks are queued
-            return
-        if victim.budget is not None:
-            victim.budget += 1
-        if t.timeout:
-            self._timed -= 1
-        if not self._send(w, t):  # pragma: no cover - empty channel
-            self._backlog.appendleft(t)
+        return msg.seq
 
-    def _fill(self) -> None:
-        for w in list(self._workers.values()):
-            self._refill(w)
+    def _wake_put(self) -> None:
+        """Wake a waiting ``put()`` once the backlog is half empty (lock
+        held; after anything that may have drained the backlog)."""
+        if self._put_waiting and self._sched.low():
+            self._room.notify_all()
 
     def _wake(self) -> None:
         try:
@@ -418,6 +339,7 @@ class Dispatcher:
     def get(self) -> Any:
         """Return the next ``(job, i, (ok, value))`` (``Pool._quick_get``)."""
         results = self._results
+        sched = self._sched
         while True:
             if self._stopped:
                 return None
@@ -427,7 +349,7 @@ class Dispatcher:
                     return self._load(item)
                 return item
             self._sleep_until = math.inf
-            timeout = self._check_timeouts() if self._timed else None
+            timeout = self._check_timeouts() if sched.timed else None
             if timeout is not None:
                 self._sleep_until = time.monotonic() + timeout
             try:
@@ -441,7 +363,7 @@ class Dispatcher:
                 if kind == _RESULTS:
                     # Looked up by fd: a reused channel keeps its
                     # registration while its worker changes.
-                    w = self._workers.get(key.fd)
+                    w = sched.workers.get(key.fd)
                     if w is not None:
                         self._on_results(w)
                 elif kind == _CTRL:
@@ -469,10 +391,15 @@ class Dispatcher:
             if w.dead:
                 return
             self._read_results(w)
-            self._refill(w)
+            # A result frees room: send the next task, or take one queued
+            # behind a busy worker.
+            self._sched.refill(w)
+            self._wake_put()
 
     def _read_results(self, w: _Worker) -> None:
         sock = w.channel.parent
+        done = self._sched.done
+        results = self._results
         got = 0
         while got < _READ_BATCH:
             try:
@@ -484,16 +411,13 @@ class Dispatcher:
             if msg is None:  # pragma: no cover
                 break
             data = _wire.payload(msg)
-            t = w.outstanding.pop(msg.seq, None)
+            t = done(w, msg.seq)
             if t is None:  # pragma: no cover - never sent to this worker
                 continue
-            if t.timeout:
-                self._timed -= 1
-            self._results.append(_Raw(t.job, t.index, bytes(data)))
+            results.append(_Raw(t.job, t.index, bytes(data)))
             got += 1
         if got:
-            w.answered += got
-            self._early_deaths = 0
+            self._sched.answered(w, got)
 
     def died(self, w: _Worker) -> None:
         """*w* exited and was reaped: deliver its results, requeue its
@@ -513,42 +437,16 @@ class Dispatcher:
         with self._lock:
             if w.dead:
                 return
-            w.dead = True
-            lost: list[_Task] = []
-            requeue: list[_Task] = []
             if w.outstanding:  # the common exit (maxtasksperchild) skips this
                 self._read_results(w)
-                requeue = self._take_back(w)
-                # What is left was received whole: at most one task, since
-                # a worker takes the next only after answering.  Without
-                # its "started" mark it never ran (the worker died inside
-                # recvmsg, or just after): that one goes to another worker.
-                word = w.stamp.value
-                for t in list(w.outstanding.values()):
-                    if not _wire.started(word, t.seq):
-                        del w.outstanding[t.seq]
-                        if t.timeout:
-                            self._timed -= 1
-                        requeue.append(t)
-                lost = list(w.outstanding.values())
-                w.outstanding.clear()
-                self._timed -= sum(1 for t in lost if t.timeout)
             exitcode = w.proc.exitcode
-            given_up: list[_Task] = []
-            if self._gives_up(w, lost, exitcode):
-                # Handing the tasks on would only feed the next worker that
-                # fails the same way (a slow spawn start leaves no moment
-                # with a task in the backlog): fail them all.
-                given_up = [*requeue, *self._backlog]
-                self._backlog.clear()
-                self._room.notify_all()
-            elif requeue:
-                self._backlog.extendleft(reversed(requeue))
-                self._fill()
+            # The worker is gone: its slot word is final.
+            lost, given_up = self._sched.died(w, w.stamp.value, exitcode)
             # Reuse the channel only after a clean exit with nothing left in
             # it (maxtasksperchild): no task, no unread close() sentinel.
             clean = not lost and not w.sent_none and exitcode == 0
             self._forget(w, reuse=clean)
+            self._wake_put()
         for t in lost:
             err = self._lost(w, t, exitcode)
             self._results.append((t.job, t.index, (False, err)))
@@ -557,69 +455,30 @@ class Dispatcher:
                 "workers keep exiting before they run any task",
                 pid=w.proc.pid,
                 exitcode=exitcode,
-                task=t.describe(),
+                task=_describe(t),
                 hint="check the pool's initializer",
             )
             self._results.append((t.job, t.index, (False, err)))
 
-    def _gives_up(self, w: _Worker, lost: list[_Task], exitcode: int | None) -> bool:
-        """Count *w* if it exited with an error before taking any task;
-        True once that happened ``max(3, processes)`` times in a row (lock
-        held).
-
-        Workers that do so again and again are the stdlib's endless respawn
-        loop around a failing initializer, where every task would wait
-        forever.  Signals do not count: a kill storm is not this.  Any
-        answer from any worker resets the count (``_read_results``).
-        """
-        if lost or w.answered or not exitcode or exitcode < 0:
-            return False
-        self._early_deaths += 1
-        return self._early_deaths >= max(3, self._processes)
-
-    def _take_back(self, w: _Worker) -> list[_Task]:
-        """Take every task still queued for (dead) *w* out of its channel.
-
-        Messages are atomic, so each task is either here or was received
-        whole by the worker: these never started (lock held).
-        """
-        back = []
-        while True:
-            try:
-                msg = _wire.recv(w.channel.child, self._buf, block=False)
-            except (BlockingIOError, InterruptedError, OSError):
-                break
-            if msg is None:  # pragma: no cover
-                break
-            t = w.outstanding.pop(msg.seq, None)
-            _discard(msg)
-            if t is None:  # the close() sentinel
-                continue
-            if t.timeout:
-                self._timed -= 1
-            back.append(t)
-        return back
-
-    def _lost(self, w: _Worker, t: _Task, exitcode: int | None) -> Exception:
+    def _lost(self, w: _Worker, t: Task, exitcode: int | None) -> Exception:
         if w.killed_for == t.seq:
             return TaskTimeoutError(
                 "task timed out; its worker and everything it started were killed",
                 pid=w.proc.pid,
                 exitcode=exitcode,
-                task=t.describe(),
+                task=_describe(t),
                 timeout=t.timeout,
             )
         return WorkerLostError(
             "worker died while running a task",
             pid=w.proc.pid,
             exitcode=exitcode,
-            task=t.describe(),
+            task=_describe(t),
         )
 
     def _forget(self, w: _Worker, *, reuse: bool = False) -> None:
         """Stop feeding *w*; keep its channel for reuse or close it (lock held)."""
-        w.dead = True
-        self._workers.pop(w.channel.parent.fileno(), None)
+        self._sched.remove(w.channel.parent.fileno(), w)
         del w.stamp  # release the buffer export before unmapping
         if reuse and not self._closed and len(self._free) < self._processes:
             self._free.append(w.channel)
@@ -641,30 +500,15 @@ class Dispatcher:
     def _check_timeouts(self) -> float | None:
         """Kill overrunning workers; return seconds until the next deadline."""
         now = int(time.monotonic() * 1000)
-        victims = []
-        soonest = math.inf
         with self._lock:
-            for w in self._workers.values():
-                if w.dead or w.proc is None or w.killed_for is not None:
-                    continue
-                if not w.outstanding:
-                    continue
-                t = next(iter(w.outstanding.values()))
-                if not t.timeout:
-                    continue
-                stamp = w.stamp.value
-                if _wire.started(stamp, t.seq):
-                    left = t.timeout - _wire.elapsed_ms(stamp, now) / 1000
-                else:  # not started yet: it cannot end before a full timeout
-                    left = t.timeout
-                if left <= 0:
-                    w.killed_for = t.seq
-                    victims.append(w)
-                else:
-                    soonest = min(soonest, left)
+            victims, soonest = self._sched.expired(now, _word)
         for w in victims:
-            _kill_tree_now(w.proc)
-        return None if soonest == math.inf else soonest
+            # SIGKILL the worker and its descendants at once: the task's
+            # own children would otherwise outlive it.
+            popen = _compat.process_popen(w.proc)
+            if popen is not None:
+                kill_now([popen])
+        return soonest
 
     # --- shutdown ------------------------------------------------------------
 
@@ -682,12 +526,12 @@ class Dispatcher:
             if self._closed:
                 return
             self._closed = True
-            for w in list(self._workers.values()):
+            for w in list(self._sched.workers.values()):
                 self._forget(w)
             for channel in self._free:
                 self._release(channel)
             self._free.clear()
-            self._backlog.clear()
+            self._sched.backlog.clear()
             self._sel.close()
             os.close(self._wake_r)
             os.close(self._wake_w)
@@ -697,17 +541,3 @@ def _discard(msg: _wire.Message) -> None:
     """Drop a message taken back from a channel (the task keeps its data)."""
     if msg.fd is not None:
         os.close(msg.fd)
-
-
-def _kill_tree_now(proc: Any) -> None:
-    """SIGKILL a worker and its descendants at once (a timed-out task).
-
-    The descendants are listed first: once the worker dies they are
-    reparented and no longer found below it.
-    """
-    popen = getattr(proc, "_popen", None)
-    if popen is None:  # pragma: no cover
-        return
-    desc = snapshot_descendants([popen.pid])
-    popen._send_signal(signal.SIGKILL)
-    signal_procs(desc, signal.SIGKILL)

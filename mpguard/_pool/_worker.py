@@ -17,7 +17,8 @@ from multiprocessing import reduction
 from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any
 
-from . import _compat, _wire
+from .. import _compat
+from . import _wire
 
 if TYPE_CHECKING:
     import socket
@@ -107,9 +108,9 @@ def worker_main(
     if parent_end is not None:
         parent_end.close()
     # SIGINT is already ignored here (Ctrl-C is the parent's business): set
-    # between fork and target for fork workers (_child.prepare), and when
-    # the process object is unpickled for spawn/forkserver ones
-    # (_context._FreshChild).
+    # between fork and target for fork workers (_start._child.prepare), and
+    # when the process object is unpickled for spawn/forkserver ones
+    # (_start._context._FreshChild).
     inbox = _Inbox(sock, slot)
     _compat.pool_worker(
         inbox, _Outbox(sock, inbox), initializer, initargs, maxtasks, wrap_exception

@@ -18,9 +18,15 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
-__all__ = ["GuardPolicy", "configure", "disabled_capabilities", "get_policy"]
+__all__ = [
+    "GuardPolicy",
+    "configure",
+    "disabled_capabilities",
+    "get_policy",
+    "on_policy_change",
+]
 
 DEFAULT_GRACE = 1.0
 DEFAULT_SIGNALS: tuple[signal.Signals, ...] = (
@@ -148,10 +154,21 @@ def configure(
     if signals is not None:
         new = replace(new, signals=_validate_signals(signals))
     _policy = new
-    from . import _guard  # noqa: PLC0415 - _guard imports this module
-
-    _guard.policy_changed()
+    for listener in list(_listeners):
+        listener(new)
     return new
+
+
+_listeners: list[Callable[[GuardPolicy], None]] = []
+
+
+def on_policy_change(listener: Callable[[GuardPolicy], None]) -> None:
+    """Call *listener(policy)* after every :func:`configure`.
+
+    The guard registers here to re-install its handlers: this module sits
+    below the guard and never imports it.
+    """
+    _listeners.append(listener)
 
 
 def disabled_capabilities() -> frozenset[str]:

@@ -1,20 +1,23 @@
-"""Platform layer: capability flags and the process primitives mpguard uses.
+"""Platform layer: the capabilities record and the process primitives.
 
 This is the one dispatch point (psutil's ``_ps<os>.py`` pattern): Linux gets
 pidfds and a ``/proc`` scanner; other POSIX systems get the portable
-fallbacks from ``_posix``; Windows is unsupported.  Capabilities are probed,
-not assumed, and can be forced off with ``MPGUARD_DISABLE`` to exercise the
+fallbacks from ``_posix``; Windows is unsupported.  Capabilities are probed
+once, into :data:`CAPS`, not assumed, and every branch elsewhere reads that
+record.  ``MPGUARD_DISABLE`` forces capabilities off, to exercise the
 fallbacks on Linux.
 """
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import signal
 import socket
 import sys
 import tempfile
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, NamedTuple
 
 from .._config import disabled_capabilities
@@ -24,7 +27,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
 __all__ = [
-    "HAS_PIDFD",
+    "CAPS",
+    "Capabilities",
     "LINUX",
     "MACOS",
     "POSIX",
@@ -38,6 +42,7 @@ __all__ = [
     "killpg",
     "pidfd_open",
     "pidfd_send_signal",
+    "probe",
     "process_table",
     "read_anon_file",
     "shared_page",
@@ -47,6 +52,10 @@ __all__ = [
 POSIX = os.name == "posix"
 LINUX = sys.platform.startswith("linux")
 MACOS = sys.platform == "darwin"
+
+#: ``pidfd_send_signal`` flag (Linux 6.9): signal the process group the
+#: pidfd's process leads (include/uapi/linux/pidfd.h).
+PIDFD_SIGNAL_PROCESS_GROUP = 1 << 2
 
 
 class ProcEntry(NamedTuple):
@@ -58,20 +67,145 @@ class ProcEntry(NamedTuple):
     zombie: bool
 
 
-def _probe_pidfd() -> bool:
-    if "pidfd" in disabled_capabilities():
-        return False
+@dataclass(frozen=True)
+class Capabilities:
+    """What this machine offers mpguard, probed once at import.
+
+    Every platform branch in mpguard reads this record (``CAPS``) and
+    nothing else.  A capability named in ``MPGUARD_DISABLE`` reads as
+    missing, so that the fallbacks can be tested on Linux.
+
+    Attributes:
+        system: ``sys.platform``.
+        kernel: the kernel release (``os.uname().release``).
+        kernel_version: its leading numbers, ``(6, 8)``; ``()`` if unknown.
+        python: ``sys.version_info[:3]``.
+        fork: ``os.fork`` and process groups exist (POSIX).
+        posix_spawn: ``os.posix_spawn`` exists (guarded spawn and forkserver).
+        pidfd: ``pidfd_open`` works (Linux >= 5.3): exact exit wake-ups,
+            and signals that cannot hit a recycled pid.
+        pidfd_group_signal: ``pidfd_send_signal`` takes
+            ``PIDFD_SIGNAL_PROCESS_GROUP`` (Linux >= 6.9).
+        subreaper: ``PR_SET_CHILD_SUBREAPER`` exists (Linux >= 3.4).
+        cgroup2: this process is in a cgroup v2 hierarchy.
+        cgroup_kill: its cgroup has ``cgroup.kill`` (Linux >= 5.14).
+        memfd: ``os.memfd_create`` exists (unnamed payload files).
+        seqpacket: ``AF_UNIX`` + ``SOCK_SEQPACKET`` socket pairs work.
+    """
+
+    system: str
+    kernel: str
+    kernel_version: tuple[int, ...]
+    python: tuple[int, int, int]
+    fork: bool
+    posix_spawn: bool
+    pidfd: bool
+    pidfd_group_signal: bool
+    subreaper: bool
+    cgroup2: bool
+    cgroup_kill: bool
+    memfd: bool
+    seqpacket: bool
+
+    def as_dict(self) -> dict[str, object]:
+        """The record as plain data (for ``--json`` output and logs)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _kernel_version(release: str) -> tuple[int, ...]:
+    out = []
+    for part in release.split(".")[:3]:
+        digits = ""
+        for ch in part:
+            if not ch.isdigit():
+                break
+            digits += ch
+        if not digits:
+            break
+        out.append(int(digits))
+    return tuple(out)
+
+
+def _probe_pidfd() -> tuple[bool, bool]:
+    """(pidfd works, pidfd group signalling works)."""
     if not (hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")):
-        return False  # Python < 3.9 or not Linux
+        return False, False  # not Linux, or Python < 3.9
     try:
         fd = os.pidfd_open(os.getpid())
     except OSError:  # ENOSYS: kernel < 5.3; EPERM: seccomp filters
+        return False, False
+    try:
+        # Signal 0 only checks permission: nothing is delivered.  EINVAL
+        # means the kernel does not know the flag.
+        signal.pidfd_send_signal(fd, 0, None, PIDFD_SIGNAL_PROCESS_GROUP)
+        group = True
+    except OSError as e:
+        # ESRCH (we lead no group) or EPERM still mean the flag is known.
+        group = e.errno != errno.EINVAL
+    finally:
+        os.close(fd)
+    return True, group
+
+
+def _probe_cgroup() -> tuple[bool, bool]:
+    """(in a cgroup v2 hierarchy, its cgroup has ``cgroup.kill``)."""
+    try:
+        with open("/proc/self/cgroup", "rb") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return False, False
+    for line in lines:
+        if line.startswith(b"0::"):  # the unified (v2) hierarchy
+            path = line[3:].decode(errors="replace")
+            kill = os.path.exists(f"/sys/fs/cgroup{path.rstrip('/')}/cgroup.kill")
+            return True, kill
+    return False, False
+
+
+def _probe_seqpacket() -> bool:
+    kind = getattr(socket, "SOCK_SEQPACKET", None)
+    if kind is None:
         return False
-    os.close(fd)
+    try:
+        a, b = socket.socketpair(socket.AF_UNIX, kind)
+    except OSError:  # macOS: EPROTONOSUPPORT
+        return False
+    a.close()
+    b.close()
     return True
 
 
-HAS_PIDFD = POSIX and _probe_pidfd()
+def probe(disabled: frozenset[str] = frozenset()) -> Capabilities:
+    """Probe the machine now; capabilities in *disabled* read as missing."""
+    release = os.uname().release if POSIX else ""
+    kernel = _kernel_version(release) if LINUX else ()
+    pidfd, pidfd_group = _probe_pidfd() if POSIX else (False, False)
+    cgroup2, cgroup_kill = _probe_cgroup() if LINUX else (False, False)
+    found = {
+        "fork": POSIX and hasattr(os, "fork"),
+        "posix_spawn": hasattr(os, "posix_spawn"),
+        "pidfd": pidfd,
+        "pidfd_group_signal": pidfd and pidfd_group,
+        "subreaper": LINUX and kernel >= (3, 4),
+        "cgroup2": cgroup2,
+        "cgroup_kill": cgroup_kill,
+        "memfd": hasattr(os, "memfd_create"),
+        "seqpacket": _probe_seqpacket(),
+    }
+    if "pidfd" in disabled:  # the group flag rides on pidfds
+        disabled = disabled | {"pidfd_group_signal"}
+    flags = {k: v and k not in disabled for k, v in found.items()}
+    return Capabilities(
+        system=sys.platform,
+        kernel=release,
+        kernel_version=kernel,
+        python=(sys.version_info[0], sys.version_info[1], sys.version_info[2]),
+        **flags,
+    )
+
+
+#: This machine's capabilities, probed once.
+CAPS = probe(disabled_capabilities())
 
 if LINUX:
     from ._linux import process_table
@@ -87,7 +221,7 @@ else:  # pragma: no cover - Windows is refused by check_supported()
 
 def check_supported() -> None:
     """Raise UnsupportedPlatformError unless fork and process groups exist."""
-    if not POSIX or not hasattr(os, "fork"):
+    if not CAPS.fork:
         msg = f"mpguard needs fork() and process groups (got {sys.platform})"
         raise UnsupportedPlatformError(msg)
 
@@ -102,7 +236,7 @@ def pidfd_send_signal(fd: int, sig: int) -> None:
 
     A pidfd names one process, never a recycled pid: signalling a process
     that was already reaped raises ProcessLookupError instead of hitting a
-    stranger (platform-facts §2.3).
+    stranger (pidfd_send_signal(2)).
     """
     signal.pidfd_send_signal(fd, sig)
 
@@ -130,12 +264,14 @@ def group_members(pgid: int, table: list[ProcEntry]) -> list[int]:
 
 
 def killpg(pgid: int, sig: int) -> None:
-    """``os.killpg`` with the guard rules of platform-facts §2.4.
+    """``os.killpg`` that can never hit a bystander.
 
     Never pgid 0 (the caller's own group), 1 (init's) or a negative one
-    (``kill(-1)`` would hit everything), and never the caller's own group:
-    that is seed 001/003's ``killpg(getpgid(getpid()))``, which also kills
-    ``tee``/``gzip`` in the shell pipeline.
+    (``kill(-1)`` would hit everything, kill(2)), and never the caller's own
+    group: the widely copied ``os.killpg(os.getpgid(os.getpid()), SIGKILL)``
+    "kill my whole tree" recipe also kills ``tee``/``gzip`` in
+    ``python app.py | tee log``, because a shell puts every command of a
+    pipeline in one process group (setpgid(2), credentials(7)).
     """
     if pgid <= 1:
         msg = "refusing to signal a process group <= 1"
@@ -171,7 +307,7 @@ def spawn_in_group(
         GuardSetupError: the group is gone (EPERM) or the spawn failed.
         UnsupportedPlatformError: no ``posix_spawn`` here.
     """
-    if not hasattr(os, "posix_spawn"):  # pragma: no cover - not POSIX
+    if not CAPS.posix_spawn:  # pragma: no cover - not POSIX
         msg = "guarded spawn needs os.posix_spawn"
         raise UnsupportedPlatformError(msg)
     actions = [(os.POSIX_SPAWN_DUP2, fd, fd) for fd in sorted(set(pass_fds))]
@@ -195,7 +331,7 @@ def spawn_in_group(
 # A pool worker talks to its parent over its own socketpair whose messages
 # are atomic: a reader gets a whole message or nothing, even if it is
 # SIGKILLed inside recvmsg().  That is what lets the parent tell exactly
-# which task a dead worker had taken (platform-facts §4: the stdlib's shared
+# which task a dead worker had taken (the stdlib's shared
 # pipe loses that, and a worker killed mid-read or holding the queue lock
 # poisons it for everyone, gh-96062).
 #
@@ -204,20 +340,16 @@ def spawn_in_group(
 # (net.local.dgram.maxdgram = 2048).  Larger payloads travel as a file
 # descriptor attached to a small message (SCM_RIGHTS), still atomically.
 
-_SEQPACKET = getattr(socket, "SOCK_SEQPACKET", None)
 
 #: Largest payload sent inline; larger ones go through :func:`anon_file`.
-INLINE_MAX = 60 * 1024 if LINUX else 1024
+INLINE_MAX = 60 * 1024 if CAPS.seqpacket else 1024
 
 
 def channel_pair() -> tuple[socket.socket, socket.socket]:
     """A connected pair of sockets with atomic, ordered, reliable messages."""
-    if _SEQPACKET is not None:
-        try:
-            pair = socket.socketpair(socket.AF_UNIX, _SEQPACKET)
-        except OSError:  # pragma: no cover - macOS: EPROTONOSUPPORT
-            pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    else:  # pragma: no cover
+    if CAPS.seqpacket:
+        pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    else:  # pragma: no cover - macOS
         pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     for sock in pair:
         try:
@@ -235,7 +367,7 @@ def anon_file(data: bytes) -> int:
     Linux: ``memfd_create`` (no name on any filesystem).  Elsewhere an
     unlinked temporary file.  The caller owns the descriptor.
     """
-    if hasattr(os, "memfd_create"):
+    if CAPS.memfd:
         fd = os.memfd_create("mpguard-payload", os.MFD_CLOEXEC)
     else:  # pragma: no cover - macOS
         fd, path = tempfile.mkstemp(prefix="mpguard-")

@@ -20,7 +20,8 @@ workers started when the parent dies in any way, reaping without stealing
 exit statuses.  A task whose worker dies fails with billiard's own
 ``billiard.exceptions.WorkerLostError``, raised by billiard's pool.
 Like ``"guarded"``, the context reports the name ``"fork"``: Celery's
-``process_initializer`` takes its fork path (platform-facts §1.6).
+``process_initializer`` compares the start method's name with ``"fork"``
+and takes its fresh-interpreter path otherwise.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ except ImportError as e:  # pragma: no cover - exercised without billiard
     msg = f"mpguard.billiard needs billiard: pip install 'mpguard[billiard]' ({e})"
     raise ImportError(msg) from e
 
-from . import _compat
-from ._popen_fork import GuardedPopen
+from . import _compat, _group
+from ._start import GuardedPopen
 
 __all__ = [
     "GuardedBilliardContext",
@@ -61,7 +62,7 @@ class _Popen(GuardedPopen, billiard.popen_fork.Popen):  # type: ignore[misc]
 
     def terminate(self) -> None:
         """SIGTERM through the pidfd (billiard sends it by pid)."""
-        self._send_signal(billiard.popen_fork.TERM_SIGNAL)
+        self.send_signal(billiard.popen_fork.TERM_SIGNAL)
 
     def close(self) -> None:
         """Release the sentinel and pidfd (billiard's ``Process.close``)."""
@@ -73,7 +74,7 @@ def _bootstrap(process_obj: Any) -> Any:
         # As billiard's own Popen: a fork child reseeds random.
         if "random" in sys.modules:
             random.seed()
-        return int(process_obj._bootstrap())
+        return _compat.run_process(process_obj, None)
 
     return run
 
@@ -117,3 +118,6 @@ def get_context() -> GuardedBilliardContext:
 
 
 register()
+# billiard's Supervisor threads respawn workers on their own: stop them
+# before a teardown kills the group.
+_group.on_teardown(_compat.stop_billiard_respawn)

@@ -7,20 +7,22 @@ in the forking thread, so the child starts with them blocked and cannot die
 half set up, nor run an inherited handler.  Here, in this order:
 
 1. ``setpgid(0, pgid)``: join the guard's group.  The parent makes the same
-   call for the child (the job-control-shell idiom, platform-facts §2.4),
+   call for the child (the job-control-shell idiom, setpgid(2)),
    so whichever runs first wins and a group kill right after ``start()``
    cannot miss the child.
 2. Close the guardian's lifeline: the guardian must see EOF when the
    *parent* dies, not when the last child does.
 3. Reset the dispositions the parent installed.  A child never runs the
-   parent's teardown or the user's parent handler: that inherited handler
-   is seed 003's "terminate recursion trap" (each child terminating its
-   siblings, 125 handler runs for 10 children).  SIGTERM/SIGHUP get the
+   parent's teardown or the user's parent handler: an inherited handler
+   that terminates "every child" is the "terminate recursion trap" (each
+   child terminating its siblings, 125 handler runs for 10 children;
+   signal(7): dispositions survive fork).  SIGTERM/SIGHUP get the
    default action, which ends the child even inside C code; pool workers
    ignore SIGINT, so a Ctrl-C prints no worker tracebacks.
 4. Check ``getppid()`` against the pid recorded before fork: if the parent
    died before we joined the group, the guardian may already have killed
-   the group and nobody would kill us (platform-facts §2.1's race).
+   the group and nobody would kill us (the race prctl(2) documents for
+   ``PR_SET_PDEATHSIG``, the same here).
 5. Restore the signal mask: a SIGTERM that arrived meanwhile is delivered
    now, to the default action.
 
@@ -32,12 +34,14 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import NamedTuple
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .._group import ChildPlan
 
 __all__ = [
     "EXIT_PARENT_GONE",
     "EXIT_SETUP_FAILED",
-    "ChildPlan",
     "prepare",
     "reset_signals",
 ]
@@ -46,16 +50,6 @@ __all__ = [
 EXIT_SETUP_FAILED = 250
 #: The parent died between fork and the child's setup; target not run.
 EXIT_PARENT_GONE = 251
-
-
-class ChildPlan(NamedTuple):
-    """Everything the child needs, computed in the parent before fork."""
-
-    pgid: int
-    parent_pid: int
-    lifeline_fd: int
-    signals: tuple[int, ...]
-    pool_worker: bool
 
 
 def reset_signals(signals: tuple[int, ...], *, pool_worker: bool) -> None:

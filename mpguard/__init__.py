@@ -23,17 +23,6 @@ import sys
 from ._config import GuardPolicy as GuardPolicy
 from ._config import configure as configure
 from ._config import get_policy as get_policy
-from ._context import START_METHOD as START_METHOD
-from ._context import START_METHODS as START_METHODS
-from ._context import GuardedContext as GuardedContext
-from ._context import GuardedForkContext as GuardedForkContext
-from ._context import GuardedForkServerContext as GuardedForkServerContext
-from ._context import GuardedForkServerProcess as GuardedForkServerProcess
-from ._context import GuardedProcess as GuardedProcess
-from ._context import GuardedSpawnContext as GuardedSpawnContext
-from ._context import GuardedSpawnProcess as GuardedSpawnProcess
-from ._context import get_context as get_context
-from ._context import register as register
 from ._errors import EscalationWarning as EscalationWarning
 from ._errors import GuardClosedError as GuardClosedError
 from ._errors import GuardDegradedWarning as GuardDegradedWarning
@@ -44,15 +33,37 @@ from ._errors import TaskError as TaskError
 from ._errors import TaskTimeoutError as TaskTimeoutError
 from ._errors import UnsupportedPlatformError as UnsupportedPlatformError
 from ._errors import WorkerLostError as WorkerLostError
-from ._guard import install_handlers as install_handlers
-from ._guard import shutdown as shutdown
+from ._group import install_handlers as install_handlers
+from ._group import shutdown as shutdown
+from ._platform import CAPS as _CAPS
+from ._platform import Capabilities as Capabilities
 from ._pool import GuardedPool as GuardedPool
+from ._start import START_METHOD as START_METHOD
+from ._start import START_METHODS as START_METHODS
+from ._start import GuardedContext as GuardedContext
+from ._start import GuardedForkContext as GuardedForkContext
+from ._start import GuardedForkServerContext as GuardedForkServerContext
+from ._start import GuardedForkServerProcess as GuardedForkServerProcess
+from ._start import GuardedProcess as GuardedProcess
+from ._start import GuardedSpawnContext as GuardedSpawnContext
+from ._start import GuardedSpawnProcess as GuardedSpawnProcess
+from ._start import get_context as get_context
+from ._start import register as register
+
+
+def capabilities() -> Capabilities:
+    """What this machine offers mpguard (pidfds, pidfd group signals,
+    subreaper, cgroup v2 and ``cgroup.kill``, memfd, SEQPACKET, kernel and
+    Python versions), probed once at import."""
+    return _CAPS
+
 
 __version__ = "0.1.0"
 
 __all__ = [
     "START_METHOD",
     "START_METHODS",
+    "Capabilities",
     "EscalationWarning",
     "GuardClosedError",
     "GuardDegradedWarning",
@@ -73,6 +84,7 @@ __all__ = [
     "UnsupportedPlatformError",
     "WorkerLostError",
     "__version__",
+    "capabilities",
     "configure",
     "get_context",
     "get_policy",

@@ -23,7 +23,7 @@ import struct
 import time
 from typing import NamedTuple
 
-from . import _platform
+from .. import _platform
 
 __all__ = [
     "FD",

@@ -12,7 +12,7 @@ reporting the stdlib method's name from ``get_start_method()``:
   ``"forkserver"``;
 * ``"guarded-spawn"``: :class:`GuardedSpawnContext`, ``"spawn"``.
 
-Naming (platform-facts §1.2-1.3): each context keeps the ``_name`` of the
+Naming: each context keeps the ``_name`` of the
 stdlib method it builds on.  CPython and Celery compare start-method
 *names* with literals: SemLock unlinks its semaphore at once only under
 ``"fork"`` (and must stay named under spawn/forkserver), ProcessPoolExecutor
@@ -30,19 +30,20 @@ from multiprocessing.context import (
     BaseContext,
     ForkContext,
     ForkProcess,
-    ForkServerContext,
     ForkServerProcess,
     SpawnContext,
     SpawnProcess,
 )
 from typing import TYPE_CHECKING, Any
 
-from . import _child, _compat
+from .. import _compat
+from .._group import current_guard
+from . import _child, _fork, _forkserver, _spawn
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from ._pool import GuardedPool
+    from .._pool import GuardedPool
 
 __all__ = [
     "START_METHOD",
@@ -56,6 +57,7 @@ __all__ = [
     "GuardedSpawnProcess",
     "get_context",
     "register",
+    "set_pool_class",
 ]
 
 #: The short key: an alias of ``"guarded-fork"``.
@@ -81,9 +83,7 @@ class GuardedProcess(ForkProcess):
 
     @staticmethod
     def _Popen(process_obj: Any) -> Any:  # noqa: N802 - stdlib name
-        from ._popen_fork import Popen  # noqa: PLC0415 - stdlib pattern
-
-        return Popen(process_obj)
+        return _fork.Popen(process_obj)
 
 
 class _FreshChild:
@@ -93,7 +93,8 @@ class _FreshChild:
     main module (``spawn.prepare()``), and a forkserver preloads it and
     forks its children from it: a SIGTERM handler installed at import time
     in the main module would run in every child, the spawn-side form of
-    seed 003's recursion trap.  The process object is unpickled right after
+    terminate recursion trap (a handler that terminates every child, run
+    in each child).  The process object is unpickled right after
     that import and before the target runs, so its ``__setstate__`` resets
     the guarded signals, as the fork child does between fork and target.
     """
@@ -101,8 +102,6 @@ class _FreshChild:
     __dict__: dict[str, Any]
 
     def __getstate__(self) -> dict[str, Any]:
-        from ._guard import current_guard  # noqa: PLC0415 - import cycle
-
         state = self.__dict__.copy()
         state["_mpguard_signals"] = tuple(sorted(current_guard().block))
         return state
@@ -125,9 +124,7 @@ class GuardedSpawnProcess(_FreshChild, SpawnProcess):
 
     @staticmethod
     def _Popen(process_obj: Any) -> Any:  # noqa: N802 - stdlib name
-        from ._popen_spawn import Popen  # noqa: PLC0415 - stdlib pattern
-
-        return Popen(process_obj)
+        return _spawn.Popen(process_obj)
 
 
 class GuardedForkServerProcess(_FreshChild, ForkServerProcess):
@@ -142,9 +139,7 @@ class GuardedForkServerProcess(_FreshChild, ForkServerProcess):
 
     @staticmethod
     def _Popen(process_obj: Any) -> Any:  # noqa: N802 - stdlib name
-        from ._popen_forkserver import Popen  # noqa: PLC0415 - stdlib pattern
-
-        return Popen(process_obj)
+        return _forkserver.Popen(process_obj)
 
 
 class GuardedContext(BaseContext):
@@ -173,9 +168,10 @@ class GuardedContext(BaseContext):
     ) -> GuardedPool:
         """Return a :class:`mpguard.GuardedPool` (same arguments as Pool,
         plus its keyword-only *grace* and *task_timeout*)."""
-        from ._pool import GuardedPool  # noqa: PLC0415 - import cycle
-
-        return GuardedPool(
+        if _pool_class is None:  # pragma: no cover - mpguard/__init__ sets it
+            msg = "mpguard's pool is not loaded (import mpguard)"
+            raise RuntimeError(msg)
+        return _pool_class(
             processes,
             initializer,
             initargs,
@@ -198,15 +194,16 @@ class GuardedForkContext(GuardedContext, ForkContext):
     Process = GuardedProcess  # type: ignore[assignment,unused-ignore]
 
 
-class GuardedForkServerContext(GuardedContext, ForkServerContext):
+class GuardedForkServerContext(GuardedContext, _compat.ForkServerContextBase):
     """``get_context("guarded-forkserver")``.  Python 3.9-3.13."""
 
     _name = "forkserver"
     key = "guarded-forkserver"
     Process = GuardedForkServerProcess  # type: ignore[assignment,unused-ignore]
 
-    def _check_available(self) -> None:
-        super()._check_available()
+    def check_supported(self) -> None:
+        """Raise UnsupportedPlatformError on a Python whose forkserver
+        protocol mpguard does not follow yet."""
         _compat.require_forkserver()
 
 
@@ -256,5 +253,15 @@ def get_context(method: str = START_METHOD) -> GuardedContext:
         )
         raise ValueError(msg)
     ctx = _CONTEXTS[key]
-    ctx._check_available()
+    _compat.check_available(ctx)
     return ctx
+
+
+_pool_class: Callable[..., GuardedPool] | None = None
+
+
+def set_pool_class(cls: Callable[..., GuardedPool]) -> None:
+    """What ``GuardedContext.Pool()`` builds: the pool layer registers
+    GuardedPool here (this layer sits below it and never imports it)."""
+    global _pool_class
+    _pool_class = cls

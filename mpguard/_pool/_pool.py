@@ -6,23 +6,24 @@ import functools
 import multiprocessing.pool
 import multiprocessing.process
 import os
+import threading
 import time
 from multiprocessing import util
 from typing import TYPE_CHECKING, Any
 
-from . import _compat
-from ._config import get_policy, validate_grace, validate_seconds
-from ._context import (
+from .. import _compat
+from .._config import get_policy, validate_grace, validate_seconds
+from .._errors import PoolTerminatedError
+from .._group import Guard, acquire, kill_tree
+from .._start import (
     GuardedContext,
     GuardedForkServerProcess,
     GuardedProcess,
     GuardedSpawnProcess,
     register,
+    set_pool_class,
 )
 from ._dispatch import Channel, Dispatcher
-from ._errors import PoolTerminatedError
-from ._guard import current_guard
-from ._kill import kill_tree
 from ._worker import SlotRef, worker_main
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def _validate_timeout(timeout: object, name: str) -> float | None:
     return validate_seconds(timeout, name, allow_zero=False)
 
 
-class GuardedPool(multiprocessing.pool.Pool):
+class GuardedPool(_compat.PoolBase):
     """``multiprocessing.Pool`` whose workers are guarded, and that never hangs.
 
     Same signature and behaviour as :class:`multiprocessing.pool.Pool`, plus
@@ -95,8 +96,7 @@ class GuardedPool(multiprocessing.pool.Pool):
     ) -> None:
         # As the stdlib does first: Pool.__del__ needs these even when
         # __init__ raises below.
-        self._pool: list[Any] = []
-        self._state = multiprocessing.pool.INIT
+        self._mpguard_early_init()
         if context is None:
             # The program's default if it chose a guarded one
             # (set_start_method("guarded-spawn")), else guarded fork.
@@ -115,8 +115,17 @@ class GuardedPool(multiprocessing.pool.Pool):
         # Set the guard up (handlers, guardian) in the calling thread before
         # the first worker forks, so a pool built in the main thread gets
         # handlers even if it is the first guarded thing in the program.
-        guard = current_guard()
-        super().__init__(processes, initializer, initargs, maxtasksperchild, context)
+        # The pool holds the guard until it is joined or terminated: an
+        # idle guard releases its guardian.
+        guard = acquire()
+        self._hold = _Hold(guard)
+        try:
+            super().__init__(
+                processes, initializer, initargs, maxtasksperchild, context
+            )
+        except BaseException:
+            self._hold.release()
+            raise
         # Nothing handed to the pool's threads or finalizers may refer to
         # the pool itself, or it would never be collected (the stdlib's rule).
         _compat.replace_pool_terminator(
@@ -124,29 +133,33 @@ class GuardedPool(multiprocessing.pool.Pool):
             _kill_workers,
             self._grace,
             self._dispatcher.stop,
-            functools.partial(_finish, self._dispatcher),
+            functools.partial(_finish, self._dispatcher, self._hold),
         )
         # Channels of workers that exit after close()/join() or with a pool
         # that is just dropped are released with the pool.
-        util.Finalize(self, self._dispatcher.close, exitpriority=14)
-        guard.add_pool(self)
+        util.Finalize(
+            self,
+            functools.partial(_finish, self._dispatcher, self._hold, None),
+            exitpriority=14,
+        )
+        # A teardown stops the pool's respawning before the group is killed.
+        guard.on_teardown(_compat.stop_pool_respawn, self)
 
-    def _setup_queues(self) -> None:
+    def _mpguard_channels(
+        self, method: str, ctrl: Any
+    ) -> tuple[Callable[[Any], None], Callable[[], Any], Callable[..., Any]]:
         # The stdlib's queues stay (terminate() and close() still post
         # their sentinels to outqueue), but no worker touches them.
-        super()._setup_queues()  # type: ignore[misc]
-        method = self._ctx.get_start_method()  # type: ignore[attr-defined]
         self._dispatcher = Dispatcher(
-            self._outqueue._reader,  # type: ignore[attr-defined]
+            ctrl,
             task_timeout=self._task_timeout,
             processes=self._size_hint or os.cpu_count() or 1,
             inherits=method == "fork",
         )
-        self._quick_put = self._dispatcher.put
-        self._quick_get = self._dispatcher.get
         # The stdlib calls self.Process(ctx, target=..., args=...) for each
-        # worker; an instance attribute gives it this pool's dispatcher.
-        self.Process = _WorkerFactory(self._dispatcher, _WORKERS[method])  # type: ignore[method-assign,assignment]
+        # worker; the factory gives it this pool's dispatcher.
+        factory = _WorkerFactory(self._dispatcher, _WORKERS[method])
+        return self._dispatcher.put, self._dispatcher.get, factory
 
     def apply_async(
         self,
@@ -193,22 +206,6 @@ class GuardedPool(multiprocessing.pool.Pool):
         :meth:`apply_async`)."""
         return self.apply_async(func, args, kwds, timeout=timeout).get()
 
-    def _map_async(  # the stdlib's helper behind map/starmap and their _async
-        self,
-        func: Any,
-        iterable: Any,
-        mapper: Any,
-        chunksize: int | None = None,
-        callback: Any = None,
-        error_callback: Any = None,
-    ) -> Any:
-        if chunksize is None:
-            # Not from the workers alive this instant: there may be none.
-            iterable, chunksize = _compat.map_chunksize(self, iterable)
-        return super()._map_async(  # type: ignore[misc]
-            func, iterable, mapper, chunksize, callback, error_callback
-        )
-
     @property
     def grace(self) -> float:
         """Seconds between SIGTERM and SIGKILL in :meth:`terminate`."""
@@ -236,28 +233,41 @@ class GuardedPool(multiprocessing.pool.Pool):
         After ``terminate()`` every wait is bounded: the workers are already
         reaped and the pool's threads are given at most 0.5 s.
         """
-        if self._state != multiprocessing.pool.TERMINATE:
+        if not self._mpguard_terminated():
             super().join()
             self._dispatcher.close()
+            self._hold.release()
             return
         deadline = time.monotonic() + 0.5
-        threads = (
-            self._worker_handler,  # type: ignore[attr-defined]
-            self._task_handler,  # type: ignore[attr-defined]
-            self._result_handler,  # type: ignore[attr-defined]
-        )
-        for thread in threads:
+        for thread in self._mpguard_threads():
             thread.join(max(0.0, deadline - time.monotonic()))
-        for p in self._pool:
+        for p in self._mpguard_workers():
             p.join(max(0.0, deadline - time.monotonic()))
 
 
-def _finish(dispatcher: Dispatcher, cache: dict[Any, Any]) -> None:
+class _Hold:
+    """The pool's hold on the guard, released once (join, terminate, or
+    the pool's finalizer, whichever comes first)."""
+
+    def __init__(self, guard: Guard) -> None:
+        self._guard: Guard | None = guard
+        self._lock = threading.Lock()
+
+    def release(self) -> None:
+        with self._lock:
+            guard, self._guard = self._guard, None
+        if guard is not None:
+            guard.unhold()
+
+
+def _finish(dispatcher: Dispatcher, hold: _Hold, cache: dict[Any, Any] | None) -> None:
     dispatcher.close()
-    _compat.fail_pending(
-        cache,
-        lambda: PoolTerminatedError("pool terminated before the task finished"),
-    )
+    if cache is not None:
+        _compat.fail_pending(
+            cache,
+            lambda: PoolTerminatedError("pool terminated before the task finished"),
+        )
+    hold.release()
 
 
 class _WorkerFactory:
@@ -298,7 +308,7 @@ class _WorkerFactory:
 
 
 def _kill_workers(workers: Sequence[Any], grace: float) -> None:
-    popens = [w._popen for w in workers if getattr(w, "_popen", None) is not None]
+    popens = [p for p in map(_compat.process_popen, workers) if p is not None]
     kill_tree(popens, grace, f"{len(popens)} pool worker(s)")
 
 
@@ -308,8 +318,7 @@ class _PoolWorkerBase(multiprocessing.process.BaseProcess):
     Mixed into one class per guarded start method (below).
     """
 
-    # Read by the guarded Popen: SIGINT ignored in the child, and the pool
-    # (not the guard's reaper) reaps it, as the stdlib Pool expects.
+    # Read by the guarded Popens (mpguard._start.is_pool_worker).
     _mpguard_pool_worker = True
 
     def __init__(
@@ -375,3 +384,6 @@ _WORKERS: dict[str, type[_PoolWorkerBase]] = {
     "spawn": _SpawnPoolWorker,
     "forkserver": _ForkServerPoolWorker,
 }
+
+
+set_pool_class(GuardedPool)

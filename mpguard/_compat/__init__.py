@@ -1,0 +1,92 @@
+"""Every use of a private CPython or billiard API lives in this package.
+
+mpguard builds on multiprocessing's internals where the stdlib offers no
+public seam (a start method, a Pool that can lose a worker, a forkserver in
+a chosen process group).  Those touches are all here, one module per area,
+each naming the internals it reads and the versions it was checked on:
+
+* ``_mp``: contexts, Process/Popen internals, fds, atexit, interpreter
+  flags;
+* ``_forkserver``: ``ForkServer`` state and its start-up;
+* ``_pool``: ``multiprocessing.pool.Pool`` internals (``PoolBase``);
+* ``_billiard``: billiard's context table and Supervisor threads.
+
+``tests/test_compat.py`` checks each touch on every supported Python, and
+``tests/test_architecture.py`` fails if a private attribute of a stdlib or
+billiard object is read anywhere else in mpguard.
+"""
+
+from __future__ import annotations
+
+from ._billiard import register_billiard_context, stop_billiard_respawn
+from ._forkserver import (
+    FORKSERVER_SUPPORTED,
+    forkserver_detach,
+    forkserver_ensure_running,
+    forkserver_pid,
+    forkserver_poll,
+    forkserver_preload,
+    read_signed,
+    require_forkserver,
+)
+from ._mp import (
+    CHILD_RUNS_ATEXIT,
+    ForkServerContextBase,
+    check_available,
+    child_atexit_begin,
+    child_atexit_end,
+    close_fds,
+    default_context_if_set,
+    guardian_spawn_kwargs,
+    interpreter_flags,
+    pickle_for_child,
+    popen_fds,
+    process_popen,
+    register_context,
+    run_process,
+)
+from ._pool import (
+    PoolBase,
+    fail_pending,
+    map_chunksize,
+    pool_worker,
+    replace_pool_terminator,
+    stop_pool_respawn,
+    submit_apply,
+    task_items,
+)
+
+__all__ = [
+    "CHILD_RUNS_ATEXIT",
+    "FORKSERVER_SUPPORTED",
+    "ForkServerContextBase",
+    "PoolBase",
+    "check_available",
+    "child_atexit_begin",
+    "child_atexit_end",
+    "close_fds",
+    "default_context_if_set",
+    "fail_pending",
+    "forkserver_detach",
+    "forkserver_ensure_running",
+    "forkserver_pid",
+    "forkserver_poll",
+    "forkserver_preload",
+    "guardian_spawn_kwargs",
+    "interpreter_flags",
+    "map_chunksize",
+    "pickle_for_child",
+    "pool_worker",
+    "popen_fds",
+    "process_popen",
+    "read_signed",
+    "register_billiard_context",
+    "register_context",
+    "replace_pool_terminator",
+    "require_forkserver",
+    "run_process",
+    "stop_billiard_respawn",
+    "stop_pool_respawn",
+    "submit_apply",
+    "task_items",
+]

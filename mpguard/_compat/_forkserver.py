@@ -1,0 +1,169 @@
+"""CPython's forkserver internals.
+
+Touched: ``util._args_from_interpreter_flags`` (through ``_mp``), and
+``ForkServer``'s ``_lock``, ``_forkserver_pid``, ``_forkserver_alive_fd``,
+``_forkserver_address`` and ``_preload_modules``; ``forkserver.read_signed``.
+Checked on Python 3.9-3.13.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from multiprocessing import forkserver, util
+from typing import TYPE_CHECKING, Any
+
+from .._errors import UnsupportedPlatformError
+from ._mp import interpreter_flags
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = [
+    "FORKSERVER_SUPPORTED",
+    "forkserver_detach",
+    "forkserver_ensure_running",
+    "forkserver_pid",
+    "forkserver_poll",
+    "forkserver_preload",
+    "read_signed",
+    "require_forkserver",
+]
+
+#: Versions whose ``ForkServer`` this module's copy matches.
+FORKSERVER_SUPPORTED = sys.version_info < (3, 14)
+
+
+def require_forkserver() -> None:
+    """Raise UnsupportedPlatformError where :data:`FORKSERVER_SUPPORTED` is
+    False (checked by the context and, for a Process used without it, by
+    the guard's forkserver)."""
+    if not FORKSERVER_SUPPORTED:
+        msg = (
+            "guarded-forkserver is tested on Python 3.9-3.13 only (3.14 "
+            "changed the forkserver protocol); use guarded-spawn here"
+        )
+        raise UnsupportedPlatformError(msg)
+
+
+def forkserver_preload() -> list[str]:
+    """The preload list of the stdlib's forkserver (``set_forkserver_preload``).
+
+    A guarded forkserver preloads the same modules, so that
+    ``ctx.set_forkserver_preload([...])`` works on a guarded context too.
+    """
+
+    return list(forkserver._forkserver._preload_modules)  # type: ignore[attr-defined]
+
+
+def forkserver_ensure_running(
+    server: Any,
+    command: str,
+    spawn: Callable[[Any, list[Any], list[int]], int],
+) -> None:
+    """``ForkServer.ensure_running`` of 3.9-3.13, with two changes.
+
+    The server is started by *spawn(exe, argv, fds)* instead of
+    ``util.spawnv_passfds`` (which cannot choose the child's process group),
+    and runs *command* (a ``%``-template with the stdlib's four fields:
+    listener fd, alive fd, preload list, keyword dict) instead of
+    ``multiprocessing.forkserver.main``.  A server that was reaped already
+    (``ChildProcessError``) counts as dead, as one that has exited does.
+    """
+    import socket  # noqa: PLC0415
+    from multiprocessing import connection, resource_tracker  # noqa: PLC0415
+    from multiprocessing import spawn as mp_spawn  # noqa: PLC0415
+
+    # A guarded forkserver preloads what set_forkserver_preload() chose, so
+    # that ``ctx.set_forkserver_preload([...])`` works on a guarded context.
+    server._preload_modules = forkserver_preload()
+    with server._lock:
+        resource_tracker.ensure_running()
+        if server._forkserver_pid is not None:
+            try:
+                pid, _ = os.waitpid(server._forkserver_pid, os.WNOHANG)
+            except ChildProcessError:
+                pid = server._forkserver_pid
+            if not pid:
+                return  # still alive
+            os.close(server._forkserver_alive_fd)
+            server._forkserver_address = None
+            server._forkserver_alive_fd = None
+            server._forkserver_pid = None
+        data: dict[str, Any] = {}
+        if server._preload_modules:
+            wanted = {"main_path", "sys_path"}
+            prep = mp_spawn.get_preparation_data("ignore")
+            data = {k: v for k, v in prep.items() if k in wanted}
+        with socket.socket(socket.AF_UNIX) as listener:
+            address = connection.arbitrary_address("AF_UNIX")  # type: ignore[attr-defined,unused-ignore]
+            listener.bind(address)
+            if not util.is_abstract_socket_namespace(address):  # type: ignore[attr-defined,unused-ignore]
+                os.chmod(address, 0o600)
+            listener.listen()
+            # Every client holds the write end of "alive"; the server
+            # exits when they are all gone.
+            alive_r, alive_w = os.pipe()
+            try:
+                cmd = command % (
+                    listener.fileno(),
+                    alive_r,
+                    server._preload_modules,
+                    data,
+                )
+                exe = mp_spawn.get_executable()
+                args = [exe, *interpreter_flags(), "-c", cmd]
+                pid = spawn(exe, args, [listener.fileno(), alive_r])
+            except BaseException:
+                os.close(alive_w)
+                raise
+            finally:
+                os.close(alive_r)
+            server._forkserver_address = address
+            server._forkserver_alive_fd = alive_w
+            server._forkserver_pid = pid
+
+
+def forkserver_pid(server: Any) -> int | None:
+    """The pid of *server*'s process, or None if it is not running."""
+    pid: int | None = server._forkserver_pid
+    return pid
+
+
+def forkserver_poll(server: Any) -> bool:
+    """Reap *server*'s process if it exited; True if it is not running.
+
+    ``ensure_running()`` then sees the dead pid (``ChildProcessError``) and
+    starts a new one.
+    """
+    with server._lock:
+        pid = server._forkserver_pid
+        if pid is None:
+            return True
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = pid
+        return bool(done)
+
+
+def forkserver_detach(server: Any) -> tuple[int, int] | None:
+    """Forget *server*'s process: ``(pid, alive_fd)``, or None if none runs.
+
+    The caller closes ``alive_fd`` (the server exits once every client's
+    copy is closed) and reaps ``pid``.
+    """
+    with server._lock:
+        pid = server._forkserver_pid
+        alive = server._forkserver_alive_fd
+        if pid is None or alive is None:
+            return None
+        server._forkserver_alive_fd = None
+        server._forkserver_pid = None
+        server._forkserver_address = None
+        return pid, alive
+
+
+def read_signed(fd: int) -> int:
+    """One signed integer from a forkserver status pipe (``read_signed``)."""
+    return int(forkserver.read_signed(fd))  # type: ignore[attr-defined,unused-ignore]

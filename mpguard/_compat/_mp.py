@@ -1,0 +1,162 @@
+"""CPython's multiprocessing internals: contexts, processes, Popens, fds.
+
+Checked on Python 3.9-3.13 (``tests/test_compat.py`` runs on each).
+"""
+
+from __future__ import annotations
+
+import atexit
+import io
+import multiprocessing.context
+import os
+import sys
+from multiprocessing import reduction, spawn, util
+from multiprocessing.context import ForkServerContext
+from typing import Any
+
+__all__ = [
+    "CHILD_RUNS_ATEXIT",
+    "ForkServerContextBase",
+    "check_available",
+    "child_atexit_begin",
+    "child_atexit_end",
+    "close_fds",
+    "default_context_if_set",
+    "guardian_spawn_kwargs",
+    "interpreter_flags",
+    "pickle_for_child",
+    "popen_fds",
+    "process_popen",
+    "register_context",
+    "run_process",
+]
+
+# 3.13 popen_fork clears the parent's atexit callbacks in the child and runs
+# the child's own at exit (gh-83856).  3.9-3.12 do neither.  A guarded child
+# must behave like a plain fork child of the same version.
+CHILD_RUNS_ATEXIT = sys.version_info >= (3, 13)
+
+
+def child_atexit_begin() -> None:
+    """In a fork child: what 3.13's popen_fork does before ``_bootstrap``."""
+    if CHILD_RUNS_ATEXIT:
+        atexit._clear()  # type: ignore[attr-defined,unused-ignore]
+        atexit.register(util._exit_function)  # type: ignore[attr-defined,unused-ignore]
+
+
+def child_atexit_end() -> None:
+    """In a fork child: what 3.13's popen_fork does before ``os._exit``."""
+    if CHILD_RUNS_ATEXIT:
+        atexit._run_exitfuncs()  # type: ignore[attr-defined,unused-ignore]
+
+
+def register_context(name: str, ctx: object) -> object:
+    """Register *ctx* under *name*, idempotently; return the registered one.
+
+    ``multiprocessing.context._concrete_contexts`` is the table that
+    ``get_context()`` and ``set_start_method()`` resolve names in (3.9-3.14;
+    loky registers its contexts the same way).  ``setdefault`` keeps a
+    context that is already there, so importing mpguard twice, or reloading
+    it, changes nothing.
+    """
+    table: dict[str, object] = multiprocessing.context._concrete_contexts  # type: ignore[attr-defined]
+    return table.setdefault(name, ctx)
+
+
+def default_context_if_set() -> object | None:
+    """The context ``set_start_method()`` chose, or None if none was chosen.
+
+    ``multiprocessing.get_context()`` would answer too, but it also *fixes*
+    the default on first use (gh-109070), after which the program's own
+    ``set_start_method()`` raises; ``get_start_method()`` gives only the
+    name, which a guarded context shares with its stdlib method.  Reads
+    ``context._default_context._actual_context`` (3.9-3.14).
+    """
+    default: Any = multiprocessing.context._default_context
+    return default._actual_context  # type: ignore[no-any-return]
+
+
+def guardian_spawn_kwargs() -> dict[str, Any]:
+    """``subprocess.Popen`` keywords that make the child a group leader.
+
+    ``process_group=0`` (3.11+) calls ``setpgid(0, 0)`` in the child before
+    exec, without a preexec_fn, so ``_posixsubprocess`` may still use vfork.
+    3.9 and 3.10 need ``preexec_fn``.  ``start_new_session`` would not do:
+    workers could not join a group in another session (setpgid EPERM).
+    """
+    if sys.version_info >= (3, 11):
+        return {"process_group": 0}
+    return {"preexec_fn": os.setpgrp}  # pragma: no cover - 3.9/3.10 only
+
+
+def interpreter_flags() -> list[str]:
+    """The interpreter options a spawned child must share with this one
+    (``util._args_from_interpreter_flags``: -O, -X options, warnings ...)."""
+    return util._args_from_interpreter_flags()  # type: ignore[attr-defined,no-any-return]
+
+
+def close_fds(*fds: int) -> None:
+    """Close each of *fds* (``util.close_fds``, undocumented)."""
+    util.close_fds(*fds)  # type: ignore[attr-defined]
+
+
+def check_available(ctx: Any) -> None:
+    """Raise if *ctx*'s start method cannot run here (``_check_available``:
+    what ``multiprocessing.get_context()`` calls before returning one)."""
+    ctx._check_available()
+
+
+class ForkServerContextBase(ForkServerContext):
+    """``ForkServerContext`` whose availability check also calls
+    :meth:`check_supported` (the stdlib's hook is ``_check_available``)."""
+
+    def _check_available(self) -> None:
+        super()._check_available()  # type: ignore[misc,unused-ignore]
+        self.check_supported()
+
+    def check_supported(self) -> None:
+        """Raise if this Python's forkserver is not supported; subclasses
+        override."""
+
+
+def run_process(process_obj: Any, parent_sentinel: int | None) -> int:
+    """Run a Process in the child: ``BaseProcess._bootstrap``.
+
+    The stdlib's takes ``parent_sentinel`` (3.8+); billiard's takes no
+    argument (pass None).
+    """
+    if parent_sentinel is None:
+        return int(process_obj._bootstrap())
+    return int(process_obj._bootstrap(parent_sentinel=parent_sentinel))
+
+
+def process_popen(proc: Any) -> Any:
+    """The Popen behind a started ``Process`` (``_popen``), or None."""
+    return getattr(proc, "_popen", None)
+
+
+def popen_fds(popen: Any) -> list[int]:
+    """The fds a spawn/forkserver Popen collected for its child (``_fds``,
+    filled by ``DupFd`` while the process object is pickled)."""
+    fds: list[int] = popen._fds
+    return fds
+
+
+def pickle_for_child(popen: Any, process_obj: Any) -> io.BytesIO:
+    """What a spawn or forkserver child reads first: the preparation data,
+    then the process object, pickled while *popen* collects the fds the
+    child must inherit.
+
+    The stdlib's protocol (popen_spawn_posix / popen_forkserver
+    ``_launch``, 3.9-3.13): ``set_spawning_popen`` makes ``DupFd`` append
+    to ``popen._fds``; ``get_preparation_data(process._name)``.
+    """
+    prep_data = spawn.get_preparation_data(process_obj._name)
+    buf = io.BytesIO()
+    multiprocessing.context.set_spawning_popen(popen)  # type: ignore[attr-defined,unused-ignore]
+    try:
+        reduction.dump(prep_data, buf)
+        reduction.dump(process_obj, buf)
+    finally:
+        multiprocessing.context.set_spawning_popen(None)  # type: ignore[attr-defined,unused-ignore]
+    return buf

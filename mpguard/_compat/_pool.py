@@ -1,0 +1,309 @@
+"""CPython's ``multiprocessing.pool.Pool`` internals.
+
+Touched: ``Pool._setup_queues``/``_quick_put``/``_quick_get``/
+``_outqueue._reader`` (the seam where GuardedPool swaps in its dispatcher),
+``Pool._map_async``/``_processes``/``_check_running``/``_taskqueue``,
+``Pool._pool``/``_state``, ``Pool._terminate`` (a util.Finalize),
+``Pool._worker_handler``/``_task_handler``/``_result_handler`` and their
+``_state``, the SimpleQueue internals ``_reader``/``_writer``, the worker
+loop ``pool.worker``, the chunk helpers ``mapstar``/``starmapstar``, and
+the result classes' ``_job``/``_set``/``_number_left``/``_index``.  Same in
+3.9-3.13.
+"""
+
+from __future__ import annotations
+
+import multiprocessing.pool
+import threading
+import time
+from multiprocessing import util
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+__all__ = [
+    "PoolBase",
+    "fail_pending",
+    "map_chunksize",
+    "pool_worker",
+    "replace_pool_terminator",
+    "stop_pool_respawn",
+    "submit_apply",
+    "task_items",
+]
+
+_TERMINATE = multiprocessing.pool.TERMINATE
+
+#: The stdlib worker loop: ``worker(inqueue, outqueue, initializer,
+#: initargs, maxtasks, wrap_exception)``.  It only calls ``inqueue.get()``
+#: and ``outqueue.put()`` (and closes ``_writer``/``_reader`` if present).
+pool_worker: Callable[..., None] = multiprocessing.pool.worker  # type: ignore[attr-defined]
+
+_CHUNK_HELPERS = (
+    multiprocessing.pool.mapstar,  # type: ignore[attr-defined]
+    multiprocessing.pool.starmapstar,  # type: ignore[attr-defined]
+)
+
+
+def map_chunksize(pool: multiprocessing.pool.Pool, iterable: Any) -> tuple[Any, int]:
+    """``(iterable, chunksize)`` as ``Pool._map_async`` computes them when
+    no chunksize is given, but from the pool's size.
+
+    The stdlib (3.9-3.13) divides by ``len(pool._pool)``, the workers
+    present right now.  That is 0 between the death of every worker and
+    the start of their replacements (milliseconds under fork, about 100 ms
+    under spawn), and ``map()`` then raises ZeroDivisionError; this was
+    the unexplained load-dependent failure of the idle-kill test.
+    ``pool._processes`` is the same number the rest of the time.  The
+    iterable comes back as a list if it had no ``len()``, as the stdlib
+    makes it.
+    """
+    pool._check_running()  # type: ignore[attr-defined]
+    if not hasattr(iterable, "__len__"):
+        iterable = list(iterable)
+    chunksize, extra = divmod(len(iterable), pool._processes * 4)  # type: ignore[attr-defined]
+    return iterable, (chunksize + 1 if extra else chunksize)
+
+
+def task_items(func: Any, args: Any) -> tuple[Any, Sequence[Any], bool] | None:
+    """``(user_function, items, starred)`` if the task is a map chunk.
+
+    ``map``/``imap``/``starmap`` send chunks as ``mapstar((f, items))`` or
+    ``starmapstar((f, items))``; anything else gives None.
+    """
+    if func in _CHUNK_HELPERS:
+        try:
+            f, items = args[0]
+            len(items)
+        except (TypeError, ValueError, IndexError):
+            return None
+        return f, items, func is _CHUNK_HELPERS[1]
+    return None
+
+
+def submit_apply(
+    pool: multiprocessing.pool.Pool,
+    func: Callable[..., Any],
+    args: Any,
+    kwds: Any,
+    callback: Callable[[Any], object] | None,
+    error_callback: Callable[[BaseException], object] | None,
+    before_submit: Callable[[Any], None],
+) -> multiprocessing.pool.AsyncResult[Any]:
+    """``Pool.apply_async``, calling *before_submit(job)* before the task is
+    queued (so that per-job settings are in place when it is dispatched).
+
+    Same body as the stdlib's (3.9-3.13): ``_check_running``, an
+    ``ApplyResult``, one ``(job, 0, func, args, kwds)`` task.
+    """
+    pool._check_running()  # type: ignore[attr-defined]
+    result = multiprocessing.pool.ApplyResult(pool, callback, error_callback)
+    before_submit(result._job)  # type: ignore[attr-defined]
+    pool._taskqueue.put(([(result._job, 0, func, args, kwds)], None))  # type: ignore[attr-defined]
+    return result
+
+
+def fail_pending(cache: dict[Any, Any], error: Callable[[], BaseException]) -> int:
+    """Fail every result still in the pool's *cache*; return how many.
+
+    After ``terminate()`` nothing will ever answer them, and the stdlib
+    leaves their ``get()`` waiting forever.  ``ApplyResult`` and
+    ``MapResult`` finish when every chunk is set (``_number_left``); an
+    ``IMapIterator`` raises at the next position it would have yielded.
+    """
+    n = 0
+    for result in list(cache.values()):
+        job = getattr(result, "_job", None)
+        try:
+            if hasattr(result, "_number_left") or not hasattr(result, "_index"):
+                left = max(1, getattr(result, "_number_left", 1))
+                for _ in range(left):
+                    if job not in cache:
+                        break
+                    result._set(0, (False, error()))
+            else:
+                result._set(result._index, (False, error()))
+        except Exception:  # noqa: BLE001 - a user callback raised: not ours
+            util.debug("mpguard: callback raised while failing a pending task")
+        cache.pop(job, None)
+        n += 1
+    return n
+
+
+def replace_pool_terminator(
+    pool: multiprocessing.pool.Pool,
+    kill_workers: Callable[[Sequence[Any], float], None],
+    grace: float,
+    stop: Callable[[], None],
+    finish: Callable[[Any], None],
+) -> None:
+    """Make ``pool.terminate()`` bounded and kill-first.
+
+    The stdlib ``_terminate_pool`` can block forever: in
+    ``_help_stuff_finish`` on ``inqueue._rlock`` held by a dead worker
+    (gh-78178, gh-73945), in ``outqueue.put`` on a ``_wlock`` a dead worker
+    held, and in ``p.join()`` on a worker that ignores SIGTERM.  The
+    replacement stops respawning, kills the workers first (with escalation),
+    and only then drains queues without their locks, with every join
+    bounded.  *stop* is called before the kill (GuardedPool: its
+    dispatcher stops handing out tasks) and *finish* with the result cache
+    at the end (GuardedPool: fail what is still pending, close channels).
+    """
+    old = pool._terminate  # type: ignore[attr-defined]
+    args = old._args
+    old.cancel()
+    pool._terminate = util.Finalize(  # type: ignore[attr-defined]
+        pool,
+        _terminate_pool,
+        args=(*args, kill_workers, grace, stop, finish),
+        exitpriority=15,
+    )
+
+
+def _terminate_pool(
+    taskqueue: Any,
+    inqueue: Any,
+    outqueue: Any,
+    pool: list[Any],
+    change_notifier: Any,
+    worker_handler: threading.Thread,
+    task_handler: threading.Thread,
+    result_handler: threading.Thread,
+    cache: Any,
+    kill_workers: Callable[[Sequence[Any], float], None],
+    grace: float,
+    stop: Callable[[], None],
+    finish: Callable[[Any], None],
+) -> None:
+    # Budget: kill_workers takes at most grace + 0.25 s; the rest is shared
+    # by the thread joins so that terminate() returns within grace + 0.5 s.
+    deadline = time.monotonic() + grace + 0.45
+    current = threading.current_thread()
+
+    # Stop respawning before killing, or _handle_workers would replace the
+    # workers we kill (same ordering reason as the stdlib's comment).
+    worker_handler._state = _TERMINATE  # type: ignore[attr-defined]
+    task_handler._state = _TERMINATE  # type: ignore[attr-defined]
+    _put_nowait(change_notifier)
+    if current is not worker_handler:
+        worker_handler.join(0.1)
+
+    # The result handler must see TERMINATE before the dispatcher stops
+    # feeding it, or its "drain until the cache is empty" loop would spin.
+    result_handler._state = _TERMINATE  # type: ignore[attr-defined]
+    stop()
+    kill_workers(list(pool), grace)
+
+    # Nothing to drain: GuardedPool workers never touch inqueue (each has
+    # its own channel), and stop() above woke a task handler waiting in the
+    # dispatcher's put(), which is what the stdlib's _help_stuff_finish
+    # drains inqueue for.
+    _put_nowait(change_notifier)
+    _put_nowait(outqueue)  # wakes _handle_results; bypasses outqueue._wlock
+
+    for thread in (worker_handler, task_handler, result_handler):
+        if thread is not current:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    finish(cache)
+    util.debug("mpguard: pool terminated")
+
+
+def _put_nowait(queue: Any) -> None:
+    # SimpleQueue.put would take _wlock.  Only the parent's threads write
+    # to these queues now, but a write straight to the pipe (one write below
+    # PIPE_BUF: atomic) needs no lock at all, so terminate() waits on none.
+    try:
+        queue._writer.send_bytes(_NONE_PICKLE)
+    except OSError:
+        pass
+
+
+def _none_pickle() -> bytes:
+    from multiprocessing.reduction import ForkingPickler  # noqa: PLC0415
+
+    return bytes(ForkingPickler.dumps(None))
+
+
+_NONE_PICKLE = _none_pickle()
+
+
+def stop_pool_respawn(pool: multiprocessing.pool.Pool) -> None:
+    """Ask ``_handle_workers`` to stop replacing workers.
+
+    Safe from a signal handler: it only sets a flag, taking no lock (the
+    interrupted main thread may hold the change notifier's lock).  The
+    thread sees the flag when the killed workers' sentinels wake it.
+    """
+    handler = getattr(pool, "_worker_handler", None)
+    if handler is not None:
+        handler._state = _TERMINATE
+    pool._state = _TERMINATE  # type: ignore[attr-defined]
+
+
+class PoolBase(multiprocessing.pool.Pool):
+    """``multiprocessing.pool.Pool`` with its private seams given names.
+
+    GuardedPool builds on this class and never touches a private attribute
+    of the stdlib's Pool itself.
+    """
+
+    def _mpguard_early_init(self) -> None:
+        """What ``Pool.__del__`` needs even if ``__init__`` raises before
+        the stdlib's ``__init__`` ran (the stdlib sets these first too)."""
+        self._pool: list[Any] = []
+        self._state = multiprocessing.pool.INIT
+
+    def _setup_queues(self) -> None:
+        # The stdlib's queues stay (terminate() and close() still post
+        # their sentinels to outqueue), but the task and result handlers
+        # move tasks and results through the functions given here.
+        super()._setup_queues()  # type: ignore[misc]
+        method = self._ctx.get_start_method()  # type: ignore[attr-defined]
+        put, get, process = self._mpguard_channels(method, self._outqueue._reader)  # type: ignore[attr-defined]
+        self._quick_put = put
+        self._quick_get = get
+        # The stdlib calls self.Process(ctx, target=..., args=...) for each
+        # worker; an instance attribute overrides the staticmethod.
+        self.Process = process  # type: ignore[method-assign]
+
+    def _mpguard_channels(
+        self, method: str, ctrl: Any
+    ) -> tuple[Callable[[Any], None], Callable[[], Any], Callable[..., Any]]:
+        """``(put, get, process_factory)`` for a pool on start *method*;
+        *ctrl* is the read end of the outqueue, which only the parent
+        writes to now.  Subclasses implement it."""
+        raise NotImplementedError
+
+    def _map_async(  # the stdlib's helper behind map/starmap and their _async
+        self,
+        func: Any,
+        iterable: Any,
+        mapper: Any,
+        chunksize: int | None = None,
+        callback: Any = None,
+        error_callback: Any = None,
+    ) -> Any:
+        if chunksize is None:
+            # Not from the workers alive this instant: there may be none.
+            iterable, chunksize = map_chunksize(self, iterable)
+        return super()._map_async(  # type: ignore[misc]
+            func, iterable, mapper, chunksize, callback, error_callback
+        )
+
+    def _mpguard_workers(self) -> list[Any]:
+        """The worker Processes of this instant (``Pool._pool``)."""
+        workers: list[Any] = self._pool
+        return workers
+
+    def _mpguard_terminated(self) -> bool:
+        """True once ``terminate()`` was called."""
+        return bool(self._state == _TERMINATE)
+
+    def _mpguard_threads(self) -> tuple[threading.Thread, ...]:
+        """The pool's worker-, task- and result-handler threads."""
+        return (
+            self._worker_handler,  # type: ignore[attr-defined]
+            self._task_handler,  # type: ignore[attr-defined]
+            self._result_handler,  # type: ignore[attr-defined]
+        )

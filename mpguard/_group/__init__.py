@@ -1,0 +1,58 @@
+"""The group layer: the guard, its guardian, its children, the kill ladder.
+
+Below the start methods and the pool, above the platform and compat layers.
+Modules:
+
+* ``_guard``: :class:`Guard` and its lifecycle (one state), the process's
+  guard (:func:`current_guard`, :func:`acquire`, :func:`holding`), the
+  parent's signal handlers, teardown hooks;
+* ``_guardian``: the guardian process, seen from the owner;
+  ``_guardian_main``: the script the guardian runs;
+* ``_children``: the :class:`GuardedChild` protocol, the :class:`Child`
+  handle, and the one table of live children with its reaper thread;
+* ``_ladder``: the one escalation ladder (SIGTERM, grace, SIGKILL, reap).
+
+Nothing here names a start method, a pool or an integration: they register
+hooks (:func:`on_teardown`, :meth:`Guard.on_teardown`,
+:meth:`Guard.resource`).
+"""
+
+from __future__ import annotations
+
+from ._children import Child, ChildTable, GuardedChild, abandon, release
+from ._guard import (
+    LINGER,
+    ChildPlan,
+    Guard,
+    GuardState,
+    acquire,
+    current_guard,
+    holding,
+    install_handlers,
+    on_teardown,
+    shutdown,
+)
+from ._ladder import Target, escalate, kill_now, kill_tree, tree_target
+
+__all__ = [
+    "LINGER",
+    "Child",
+    "ChildPlan",
+    "ChildTable",
+    "Guard",
+    "GuardState",
+    "GuardedChild",
+    "Target",
+    "abandon",
+    "acquire",
+    "current_guard",
+    "escalate",
+    "holding",
+    "install_handlers",
+    "kill_now",
+    "kill_tree",
+    "on_teardown",
+    "release",
+    "shutdown",
+    "tree_target",
+]

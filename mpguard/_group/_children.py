@@ -1,0 +1,340 @@
+"""The guard's children: one table, one handle class, and the reaper.
+
+:class:`GuardedChild` is what the rest of mpguard needs of a child, whatever
+started it (the guarded fork, spawn or forkserver Popens, billiard's Popen,
+and later ``mpguard.Popen``).  :class:`Child` implements it for a child
+that is ours to reap: pidfd sentinel, one reap lock, signals through the
+pidfd.  :class:`ChildTable` is the single record of the live children of a
+guard; its reaper thread waits on their sentinels and reaps each one the
+moment it exits.
+
+Reaping never uses ``waitpid(-1)`` nor ``SIGCHLD=SIG_IGN``: the common
+"reap everything" recipes (``signal.signal(SIGCHLD, SIG_IGN)``, a SIGCHLD
+handler looping on ``os.waitpid(-1, WNOHANG)``) also collect the children
+of ``subprocess``, whose ``returncode`` then reads 0 whatever the child
+did (waitpid(2): ECHILD; CPython's ``Popen._try_wait``).  Each child is
+reaped by its own pid, once, under its own lock (gh-92881: two threads
+polling one child lose its status to each other).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import signal
+import threading
+import time
+from multiprocessing import util
+from multiprocessing.connection import wait as mp_wait
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .. import _compat, _platform
+from .._errors import GuardSetupError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._guard import Guard
+
+__all__ = ["Child", "ChildTable", "GuardedChild", "abandon", "release"]
+
+log = logging.getLogger("mpguard")
+
+
+class GuardedChild(Protocol):
+    """What the guard needs of a child process it tracks.
+
+    ``sentinel`` becomes readable when the child exits (a pidfd on Linux);
+    ``poll()`` collects the exit status without blocking and tells the
+    guard (:meth:`Guard.reaped`); ``send_signal()`` can never hit a
+    recycled pid.
+    """
+
+    pid: int
+    returncode: int | None
+    sentinel: int
+
+    def poll(self, flag: int = ...) -> int | None:
+        """Return the exit code, reaping the child if it has exited."""
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait up to *timeout* seconds; return the exit code or None."""
+
+    def send_signal(self, sig: int) -> None:
+        """Signal the child unless it has been reaped."""
+
+
+def abandon(pid: int, fds: tuple[int, ...], err: GuardSetupError) -> GuardSetupError:
+    """SIGKILL and reap *pid*, close *fds*, and return *err* to raise.
+
+    A child that could not be put under protection is never left running.
+    """
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except OSError:
+        pass
+    _compat.close_fds(*fds)
+    return err
+
+
+def release(guard: Guard, sentinel: int, fds: tuple[int, ...]) -> None:
+    """Finalizer of a :class:`Child`: unwatch its sentinel, close its fds."""
+    guard.release_fd(sentinel)
+    _compat.close_fds(*fds)
+
+
+class Child:
+    """A child of this process that the guard reaps: the shared Popen part.
+
+    Mixed into the guarded fork and spawn Popens (and billiard's fork
+    Popen).  After the child exists, :meth:`_track` opens its pidfd, makes
+    it the sentinel and registers the child with the guard; ``poll`` and
+    ``wait`` reap through one lock per child, and signals go through the
+    pidfd.
+    """
+
+    pid: int
+    returncode: int | None
+    sentinel: int
+    finalizer: Any
+
+    def _init_guarded(self) -> None:
+        self._reap_lock = threading.RLock()
+        self._pidfd: int | None = None
+        self._guard: Guard | None = None
+
+    def _track(
+        self, guard: Guard, pid: int, fds: tuple[int, ...], *, reap: bool
+    ) -> None:
+        """Adopt the started child *pid*; *fds* are closed with the handle.
+
+        Without pidfds the first of *fds* is the sentinel: the read end of
+        a pipe whose write end only the child holds.  *reap*: the guard's
+        reaper collects the child as soon as it exits (pool workers are
+        reaped by their pool instead).
+        """
+        self.pid = pid
+        self._guard = guard
+        if _platform.CAPS.pidfd:
+            try:
+                self._pidfd = _platform.pidfd_open(pid)
+            except OSError as e:
+                self.returncode = -signal.SIGKILL
+                msg = "could not open a pidfd for the child"
+                raise abandon(
+                    pid, fds, GuardSetupError(msg, pid=pid, errno=e.errno)
+                ) from e
+        if self._pidfd is not None:
+            self.sentinel = self._pidfd
+            fds = (*fds, self._pidfd)
+        else:
+            self.sentinel = fds[0]
+        self.finalizer = util.Finalize(self, release, (guard, self.sentinel, fds))
+        guard.register(self, reap=reap)
+
+    def poll(self, flag: int = os.WNOHANG) -> int | None:
+        """Return the exit code, reaping the child if it has exited."""
+        if self.returncode is None and flag == 0:
+            return self.wait()
+        if self.returncode is None:
+            with self._reap_lock:
+                if self.returncode is None:
+                    try:
+                        pid, sts = os.waitpid(self.pid, os.WNOHANG)
+                    except ChildProcessError:
+                        # Reaped behind our back (a foreign waitpid(-1) or
+                        # SIGCHLD=SIG_IGN): the status is lost.
+                        return self.returncode
+                    if pid == self.pid:
+                        self.returncode = os.waitstatus_to_exitcode(sts)
+                        self._reaped()
+        return self.returncode
+
+    def _reaped(self) -> None:
+        if self._guard is not None:
+            self._guard.reaped(self)
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait up to *timeout* seconds for the child; return its exit code."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # A pidfd is readable exactly on exit; a sentinel pipe may be held
+        # open by grandchildren, so without pidfds poll as well.
+        tick = None if self._pidfd is not None else 0.05
+        while True:
+            rc = self.poll()
+            if rc is not None:
+                return rc
+            if deadline is None:
+                left = tick
+            else:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                if tick is not None:
+                    left = min(left, tick)
+            mp_wait([self.sentinel], left)
+
+    def send_signal(self, sig: int) -> None:
+        """Send *sig* to the child unless it has been reaped."""
+        with self._reap_lock:
+            if self.returncode is not None:
+                return
+            try:
+                if self._pidfd is not None:
+                    _platform.pidfd_send_signal(self._pidfd, sig)
+                else:
+                    self._signal_by_pid(sig)
+            except ProcessLookupError:
+                pass
+
+    def _signal_by_pid(self, sig: int) -> None:
+        # Safe: the pid cannot be recycled before we reap it, and reaping
+        # takes the reap lock, which the caller holds.
+        os.kill(self.pid, sig)
+
+    def _send_signal(self, sig: int) -> None:
+        # The stdlib Popens' terminate() and kill() call this name.
+        self.send_signal(sig)
+
+
+class ChildTable:
+    """The live children of one guard, and the thread that reaps them.
+
+    The table maps pid to child and is the only record of them: teardown
+    reads it, and the reaper's selector holds, for each watched fd, the
+    callback to run when it fires (a child's ``poll``, the guardian's
+    death).  Without pidfds a sentinel may stay open while grandchildren
+    hold its write end, so every watched fd's callback runs every 50 ms.
+
+    *tick* is called by the reaper before each wait and returns the most
+    it may sleep (None: until an fd fires); the guard uses it to release
+    an idle guardian.
+    """
+
+    def __init__(self, tick: Callable[[], float | None]) -> None:
+        self._tick = tick
+        # Reentrant: a handle's finalizer (run by the garbage collector at
+        # any allocation, the reaper thread included) unwatches under it.
+        self._lock = threading.RLock()
+        self._members: dict[int, GuardedChild] = {}
+        self._sel: selectors.BaseSelector | None = None
+        self._wake_r = self._wake_w = -1
+        self._stopped = False
+
+    # --- the table -------------------------------------------------------
+
+    def add(self, child: GuardedChild, *, reap: bool) -> None:
+        """Record *child*; with *reap*, reap it the moment it exits."""
+        with self._lock:
+            self._members[child.pid] = child
+        if reap:
+            self.watch(child.sentinel, child.poll)
+
+    def discard(self, child: GuardedChild) -> bool:
+        """Forget a reaped *child*; True if the table is now empty."""
+        with self._lock:
+            self._members.pop(child.pid, None)
+            empty = not self._members
+        self.unwatch(child.sentinel)
+        return empty
+
+    def members(self) -> list[GuardedChild]:
+        """The children recorded now."""
+        with self._lock:
+            return list(self._members.values())
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    # --- the reaper -----------------------------------------------------
+
+    def start(self) -> None:
+        """Start the reaper thread (once)."""
+        with self._lock:
+            if self._sel is None and not self._stopped:
+                self._start()
+
+    def _start(self) -> selectors.BaseSelector:
+        sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._sel = sel
+        threading.Thread(target=self._run, name="mpguard-reaper", daemon=True).start()
+        return sel
+
+    def watch(self, fd: int, callback: Callable[[], object]) -> None:
+        """Run *callback* in the reaper thread when *fd* becomes readable."""
+        with self._lock:
+            if self._stopped:
+                return
+            sel = self._sel or self._start()
+            # No wake-up write: epoll reports an fd added while another
+            # thread waits, and waking the reaper for nothing made it
+            # contend for the GIL on every start().
+            try:
+                sel.register(fd, selectors.EVENT_READ, callback)
+            except KeyError:  # already watched (a reused fd number)
+                sel.modify(fd, selectors.EVENT_READ, callback)
+
+    def unwatch(self, fd: int) -> None:
+        """Stop watching *fd* (before its owner closes it)."""
+        with self._lock:
+            if self._sel is not None and fd != self._wake_r:
+                try:
+                    self._sel.unregister(fd)
+                except (KeyError, ValueError):
+                    pass
+
+    def wake(self) -> None:
+        """Make the reaper re-read its tick now."""
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def stopped(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self._stopped
+
+    def stop(self) -> None:
+        """End the reaper thread (it closes its selector on the way out)."""
+        with self._lock:
+            self._stopped = True
+        if self._sel is not None:
+            self.wake()
+
+    def _run(self) -> None:
+        sel = self._sel
+        if sel is None:  # pragma: no cover - started with a selector
+            return
+        polling = not _platform.CAPS.pidfd
+        while not self._stopped:
+            timeout = self._tick()  # may stop us (idle release)
+            if self.stopped():
+                break
+            if polling:
+                timeout = 0.05 if timeout is None else min(timeout, 0.05)
+            try:
+                events = sel.select(timeout)
+            except (OSError, ValueError):
+                break
+            if polling:
+                with self._lock:
+                    ready = [k.data for k in sel.get_map().values() if k.data]
+            else:
+                ready = [k.data for k, _ in events if k.data]
+            for key, _ in events:
+                if key.data is None:
+                    try:
+                        os.read(self._wake_r, 512)
+                    except OSError:
+                        pass
+            for callback in ready:
+                callback()
+        with self._lock:
+            sel.close()
+            self._sel = None
+            _compat.close_fds(self._wake_r, self._wake_w)

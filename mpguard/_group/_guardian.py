@@ -1,0 +1,141 @@
+"""The guardian process, seen from the owner: start it, hold it, release it.
+
+The guardian (``_guardian_main.py``, run as ``python -I -S``) leads the
+process group every guarded child joins, so the group's id is its pid and
+the owner is never a member.  It watches the owner and SIGKILLs the whole
+group when the owner dies, however it dies.  Why a separate process and not
+``PR_SET_PDEATHSIG`` in each child: see ``_guardian_main``.
+
+The owner holds the group id for as long as the guardian is unreaped: a
+pgid cannot be recycled while its leader exists, so ``killpg`` on it can
+never hit a stranger.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+from multiprocessing.connection import wait as mp_wait
+from typing import TYPE_CHECKING
+
+from .. import _compat, _platform
+from .._errors import GuardSetupError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+__all__ = ["Guardian"]
+
+log = logging.getLogger("mpguard")
+
+GUARDIAN_PATH = os.path.join(os.path.dirname(__file__), "_guardian_main.py")
+
+
+class Guardian:
+    """One running guardian process.
+
+    Args:
+        owner_pid: the process whose death the guardian watches.
+        block: signals blocked while it is spawned (it ignores them before
+            unblocking, so a group-wide SIGTERM never takes it down early).
+
+    Attributes:
+        pgid: the guardian's pid: the guard's process group id.
+        lifeline_w: the owner's end of the lifeline pipe; the guardian sees
+            EOF when the owner exits or releases it.  Children close their
+            inherited copy first thing.
+        pidfd: the guardian's pidfd, if pidfds are available.
+
+    Raises:
+        GuardSetupError: no Python executable, the spawn failed, or the
+            guardian did not become a group leader.
+    """
+
+    def __init__(self, owner_pid: int, block: Iterable[int]) -> None:
+        if not sys.executable:
+            msg = "cannot start the guardian: sys.executable is empty"
+            raise GuardSetupError(msg, hint="mpguard needs a Python executable")
+        lifeline_r, self.lifeline_w = os.pipe()  # both ends close-on-exec
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, block)
+        try:
+            # The mask survives exec: the guardian starts with the guarded
+            # signals blocked and ignores them before unblocking.
+            self._proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-I",
+                    "-S",
+                    GUARDIAN_PATH,
+                    str(owner_pid),
+                    str(lifeline_r),
+                ],
+                pass_fds=(lifeline_r,),
+                stdin=subprocess.DEVNULL,
+                # Never hold the parent's stdout: `app | tee` would wait on us.
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                **_compat.guardian_spawn_kwargs(),
+            )
+        except OSError as e:
+            os.close(self.lifeline_w)
+            msg = "could not start the guardian process"
+            raise GuardSetupError(msg, errno=e.errno) from e
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+            os.close(lifeline_r)
+        self.pgid = self._proc.pid
+        try:
+            ok = os.getpgid(self.pgid) == self.pgid
+        except OSError:
+            ok = False
+        if not ok:
+            self._proc.kill()
+            self._proc.wait()
+            os.close(self.lifeline_w)
+            msg = "the guardian did not become a process group leader"
+            raise GuardSetupError(msg, pid=self.pgid, pgid=self.pgid)
+        self.pidfd: int | None = None
+        if _platform.CAPS.pidfd:
+            self.pidfd = _platform.pidfd_open(self.pgid)
+        self.lost = False
+
+    def held(self) -> bool:
+        """True while the group id is ours to signal: the leader is
+        unreaped and not known to have died."""
+        return self._proc.returncode is None and not self.lost
+
+    def mark_lost(self) -> int | None:
+        """The guardian died on its own: stop signalling its group, then
+        reap it (in that order: once reaped its pgid may be recycled)."""
+        self.lost = True
+        return self._proc.poll()
+
+    def release(self) -> None:
+        """Let the guardian go: close the lifeline, SIGKILL it, reap it.
+
+        The group must be empty (or no longer ours) by now: the guardian's
+        SIGKILL is for itself only once the owner releases it.
+        """
+        try:
+            os.close(self.lifeline_w)
+        except OSError:
+            pass
+        if self._proc.returncode is None:
+            self._proc.kill()
+        if self.pidfd is not None:
+            # Exact wake-up; Popen.wait(timeout) polls with growing sleeps.
+            mp_wait([self.pidfd], 1.0)
+        try:
+            self._proc.wait(1.0)
+        except subprocess.TimeoutExpired:  # pragma: no cover - D state
+            log.debug("guardian %d did not exit", self.pgid)
+        log.debug("guardian %d released", self.pgid)
+
+    def close_pidfd(self) -> None:
+        """Close the pidfd (after the reaper stopped watching it)."""
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
