@@ -53,10 +53,6 @@ class _Popen(GuardedPopen, billiard.popen_fork.Popen):  # type: ignore[misc]
 
     method = "fork"
 
-    def __init__(self, process_obj: Any) -> None:
-        self._init_guarded()
-        super().__init__(process_obj)
-
     def _launch(self, process_obj: Any) -> None:
         self._fork(process_obj, _bootstrap(process_obj), stdlib_atexit=False)
 

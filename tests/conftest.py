@@ -10,6 +10,7 @@ if not sys.platform.startswith("linux"):
 
 
 from _support import GUARDED_METHODS
+from mpguard.testing import describe, snapshot
 
 
 @pytest.fixture(params=GUARDED_METHODS)
@@ -22,13 +23,9 @@ def start_method(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(autouse=True)
 def no_leaked_children():
     """Fail a test that leaves a child or grandchild of pytest behind."""
-    me = psutil.Process()
-    before = {p.pid for p in me.children(recursive=True)}
+    before = snapshot()
     yield
-    from _support import describe, wait_gone
-
-    after = {p.pid for p in me.children(recursive=True)} - before
-    left = wait_gone(after, 5.0)
+    left = before.leaked(5.0)
     for pid in left:
         try:
             psutil.Process(pid).kill()

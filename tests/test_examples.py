@@ -42,6 +42,9 @@ def test_example(path, tmp_path):
     assert rc == 0, log.read_text(errors="replace")
 
 
-def test_there_is_one_example_per_seed_scenario():
+def test_there_is_one_example_per_classic_recipe():
+    # The main demo, and one rewrite of each recipe that blog posts keep
+    # giving against zombies and orphans: an unjoined child, daemon=True,
+    # a SIGTERM handler set before the children, killpg of one's own group.
     names = {p.stem for p in EXAMPLES}
     assert {"demo", "zombie", "orphan", "sigterm_handler", "killpg"} <= names

@@ -1,9 +1,11 @@
 """However the parent ends, no worker and nothing a worker started outlives it.
 
 Each guarded case has a negative control: the same scenario on the stdlib
-fork Pool must leak, or the test would pass without testing anything
-(house style §5: idle workers exit on EOF by themselves, so workers here
-are always busy and have grandchildren).
+Pool must leak, or the test would pass without testing anything.  Idle
+stdlib workers exit by themselves once the parent is gone: a worker blocked
+reading the task queue gets EOF and leaves (Lib/multiprocessing/pool.py,
+``worker()``: "worker got EOFError or OSError -- exiting").  So workers here
+are always busy, and have grandchildren.
 """
 
 from __future__ import annotations
@@ -34,52 +36,45 @@ def _sigkill_and_measure(sc, r: dict) -> tuple[list[int], float]:
     return left, time.monotonic() - t0
 
 
-def test_whole_tree_dies_when_parent_sigkilled(tmp_path, start_method):
+@pytest.mark.parametrize("mode", ["guarded", "stdlib"], ids=["guarded", "stdlib"])
+def test_whole_tree_dies_when_parent_sigkilled(tmp_path, mode, start_method):
     # Everything the parent started: workers, their children, and under
-    # guarded-forkserver the forkserver itself (platform-facts §2.1: with
-    # the stdlib's forkserver all of them survive, see the control below).
-    with scenario("busy_pool", tmp_path, "guarded", method=start_method) as sc:
+    # guarded-forkserver the forkserver itself.  With the stdlib all of them
+    # survive, the forkserver included: it exits only once every child it
+    # forked has closed its end of the "alive" pipe (Lib/multiprocessing/
+    # forkserver.py, ``main()``: "EOF because no more client processes left").
+    with scenario("busy_pool", tmp_path, mode, method=start_method) as sc:
         r = sc.report()
-        assert len(set(r["worker_pgids"])) == 1
-        assert r["worker_pgids"][0] != r["pgid"], "parent must not be in the group"
-        assert set(_all_pids(r)) <= set(r["tree"])
+        if mode == "guarded":
+            assert len(set(r["worker_pgids"])) == 1
+            assert r["worker_pgids"][0] != r["pgid"], "parent must not be in the group"
+            assert set(_all_pids(r)) <= set(r["tree"])
         t0 = time.monotonic()
         sc.signal(signal.SIGKILL)
         left = wait_gone(r["tree"], PARENT_DEATH_BOUND)
         dt = time.monotonic() - t0
-        assert not left, describe(left)
-        print(f"{start_method}: {len(r['tree'])} gone {dt * 1000:.0f} ms after SIGKILL")
-
-
-def test_control_stdlib_tree_survives_parent_sigkill(tmp_path, start_method):
-    with scenario("busy_pool", tmp_path, "stdlib", method=start_method) as sc:
-        r = sc.report()
-        sc.signal(signal.SIGKILL)
-        left = wait_gone(r["tree"], PARENT_DEATH_BOUND)
-        assert set(_all_pids(r)) <= set(left), "control no longer leaks"
-
-
-@pytest.mark.parametrize("busy", ["c", "sleep"])
-def test_workers_and_grandchildren_die_when_parent_sigkilled(tmp_path, busy):
-    with scenario("busy_pool", tmp_path, "guarded", "--busy", busy) as sc:
-        r = sc.report()
-        left, dt = _sigkill_and_measure(sc, r)
-        assert not left, describe(left)
-        print(f"busy={busy}: all gone {dt * 1000:.0f} ms after SIGKILL")
+        if mode == "guarded":
+            assert not left, describe(left)
+            n = len(r["tree"])
+            print(f"{start_method}: {n} gone {dt * 1000:.0f} ms after SIGKILL")
+        else:
+            assert set(_all_pids(r)) <= set(left), "control no longer leaks"
 
 
 @pytest.mark.parametrize(
-    "variant",
-    [["--busy", "c"], ["--churn"], ["--in-thread"]],
-    ids=["c", "churn", "in-thread"],
+    ("mode", "busy"),
+    [("guarded", "c"), ("guarded", "sleep"), ("stdlib", "c")],
+    ids=["guarded-c", "guarded-sleep", "stdlib-c"],
 )
-def test_control_stdlib_pool_leaks_when_parent_sigkilled(tmp_path, variant):
-    # The same scenarios as the guarded tests above and below.
-    with scenario("busy_pool", tmp_path, "stdlib", *variant) as sc:
+def test_workers_and_grandchildren_die_when_parent_sigkilled(tmp_path, mode, busy):
+    with scenario("busy_pool", tmp_path, mode, "--busy", busy) as sc:
         r = sc.report()
-        sc.signal(signal.SIGKILL)
-        left = wait_gone(_all_pids(r), PARENT_DEATH_BOUND)
-        assert set(left) == set(_all_pids(r)), "control no longer leaks"
+        left, dt = _sigkill_and_measure(sc, r)
+        if mode == "guarded":
+            assert not left, describe(left)
+            print(f"busy={busy}: all gone {dt * 1000:.0f} ms after SIGKILL")
+        else:
+            assert set(left) == set(_all_pids(r)), "control no longer leaks"
 
 
 def test_control_pdeathsig_leaves_grandchildren(tmp_path):
@@ -92,64 +87,71 @@ def test_control_pdeathsig_leaves_grandchildren(tmp_path):
         assert set(left) == set(r["grandchildren"]), "control no longer leaks"
 
 
-def test_pool_built_in_exited_thread_survives_thread_then_dies_with_parent(tmp_path):
-    with scenario("busy_pool", tmp_path, "guarded", "--in-thread") as sc:
+@pytest.mark.parametrize("mode", ["guarded", "stdlib"], ids=["guarded", "stdlib"])
+def test_pool_built_in_exited_thread_survives_thread_then_dies_with_parent(
+    tmp_path, mode
+):
+    with scenario("busy_pool", tmp_path, mode, "--in-thread") as sc:
         r = sc.report()
-        # The thread that forked the workers has exited: they still run
-        # (pdeathsig would have killed them here, see the control below).
-        assert set(r["workers"]) == set(r["first_workers"])
-        assert wait_gone(r["workers"], 0.3) == r["workers"]
-        assert any("non-main thread" in w for w in r["warnings"]), r["warnings"]
+        if mode == "guarded":
+            # The thread that forked the workers has exited: they still run
+            # (pdeathsig would have killed them here, see the control below).
+            assert set(r["workers"]) == set(r["first_workers"])
+            assert wait_gone(r["workers"], 0.3) == r["workers"]
+            assert any("non-main thread" in w for w in r["warnings"]), r["warnings"]
         left, _ = _sigkill_and_measure(sc, r)
-        assert not left, describe(left)
+        if mode == "guarded":
+            assert not left, describe(left)
+        else:
+            assert set(left) == set(_all_pids(r)), "control no longer leaks"
 
 
 def test_control_pdeathsig_pool_in_exited_thread_loses_its_workers(tmp_path):
-    # platform-facts §2.1: pdeathsig follows the forking *thread*.  The
-    # workers die when the thread ends while the parent lives on, and the
-    # pool hangs; mpguard does not use pdeathsig for this reason.
+    # pdeathsig follows the forking *thread*: "the 'parent' in this case is
+    # considered to be the thread that created this process" (prctl(2),
+    # PR_SET_PDEATHSIG; golang/go#27505 met the same).  The workers die when
+    # the thread ends while the parent lives on, and the pool hangs; mpguard
+    # does not use pdeathsig for this reason.
     with scenario("busy_pool", tmp_path, "pdeathsig", "--in-thread") as sc:
         early = sc.report_path.with_name(sc.report_path.name + ".early")
         assert wait_for(early.exists, SHORT)
         r = json.loads(early.read_text())
-        sc.pids.update(r["first_workers"])
+        sc.remember(r["first_workers"])
         left = wait_gone(r["first_workers"], SHORT)
         assert not left, "control: pdeathsig workers outlived their thread"
         assert alive(sc.pid), "the parent itself must still be running"
 
 
-def test_replacement_workers_die_when_parent_sigkilled(tmp_path, start_method):
+@pytest.mark.parametrize("mode", ["guarded", "stdlib"], ids=["guarded", "stdlib"])
+def test_replacement_workers_die_when_parent_sigkilled(tmp_path, mode, start_method):
     # maxtasksperchild=1: the busy workers were started by the pool's
     # _handle_workers thread, not by the main thread.
-    with scenario(
-        "busy_pool", tmp_path, "guarded", "--churn", method=start_method
-    ) as sc:
+    if mode == "stdlib" and start_method != "guarded-fork":
+        pytest.skip("the control runs on the stdlib fork only")
+    with scenario("busy_pool", tmp_path, mode, "--churn", method=start_method) as sc:
         r = sc.report()
-        assert not set(r["workers"]) & set(r["first_workers"])
+        if mode == "guarded":
+            assert not set(r["workers"]) & set(r["first_workers"])
         left, _ = _sigkill_and_measure(sc, r)
-        assert not left, describe(left)
+        if mode == "guarded":
+            assert not left, describe(left)
+        else:
+            assert set(left) == set(_all_pids(r)), "control no longer leaks"
 
 
+@pytest.mark.parametrize("mode", ["guarded", "stdlib"], ids=["guarded", "stdlib"])
 @pytest.mark.parametrize("end", ["exit", "return", "raise"])
-def test_nothing_outlives_parent_that_ends_by_itself(tmp_path, end, start_method):
-    with scenario(
-        "busy_pool", tmp_path, "guarded", "--end", end, method=start_method
-    ) as sc:
+def test_nothing_outlives_parent_that_ends_by_itself(tmp_path, end, mode, start_method):
+    with scenario("busy_pool", tmp_path, mode, "--end", end, method=start_method) as sc:
         r = sc.report()
-        left = wait_gone(r["tree"], PARENT_DEATH_BOUND + 1.0)
-        assert not left, describe(left)
-        assert sc.wait() is not None
-
-
-@pytest.mark.parametrize("end", ["exit", "return", "raise"])
-def test_control_stdlib_grandchildren_outlive_parent(tmp_path, end, start_method):
-    with scenario(
-        "busy_pool", tmp_path, "stdlib", "--end", end, method=start_method
-    ) as sc:
-        r = sc.report()
-        sc.wait()
-        left = wait_gone(r["grandchildren"], 1.0)
-        assert set(left) == set(r["grandchildren"]), "control no longer leaks"
+        if mode == "guarded":
+            left = wait_gone(r["tree"], PARENT_DEATH_BOUND + 1.0)
+            assert not left, describe(left)
+            assert sc.wait() is not None
+        else:
+            sc.wait()
+            left = wait_gone(r["grandchildren"], 1.0)
+            assert set(left) == set(r["grandchildren"]), "control no longer leaks"
 
 
 def test_sigkill_without_pidfd_fallback(tmp_path):

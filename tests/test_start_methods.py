@@ -1,7 +1,8 @@
 """A guarded method as the program's global start method.
 
-platform-facts §1.2: a spawn child applies the parent's start method in
-``spawn.prepare()`` before it unpickles anything, so a name only mpguard
+A spawn child applies the parent's start method in ``spawn.prepare()``
+(Lib/multiprocessing/spawn.py: ``set_start_method(data["start_method"],
+force=True)``) before it unpickles anything, so a name only mpguard
 registers must be resolvable there even when the program imports mpguard
 only under ``if __name__ == "__main__"``.  Each program runs as a real
 ``python`` command, in its own session.

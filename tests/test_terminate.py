@@ -18,48 +18,54 @@ def _terminate_report(sc, timeout=SHORT):
     return json.loads(path.read_text())
 
 
-@pytest.mark.parametrize("setsid", [False, True], ids=["in-group", "setsid"])
+@pytest.mark.parametrize(
+    ("mode", "setsid"),
+    [("guarded", False), ("guarded", True), ("stdlib", False)],
+    ids=["guarded-in-group", "guarded-setsid", "stdlib-in-group"],
+)
 def test_terminate_kills_workers_and_everything_they_started(
-    tmp_path, setsid, start_method
+    tmp_path, mode, setsid, start_method
 ):
     if setsid and start_method != "guarded-fork":
         pytest.skip("setsid escapees do not depend on the start method")
-    args = ["--end", "terminate", "--workers", "3"] + (["--setsid"] if setsid else [])
-    with scenario("busy_pool", tmp_path, "guarded", *args, method=start_method) as sc:
+    if mode == "stdlib" and start_method != "guarded-fork":
+        pytest.skip("the control runs on the stdlib fork only")
+    args = ["--end", "terminate"]
+    if mode == "guarded":
+        args += ["--workers", "3"]
+    if setsid:
+        args.append("--setsid")
+    with scenario("busy_pool", tmp_path, mode, *args, method=start_method) as sc:
         r = sc.report()
         t = _terminate_report(sc)
         assert t is not None
-        # Gone by the time terminate() returned, not merely soon after.
-        left = wait_gone(r["workers"] + r["grandchildren"], 0.05)
-        assert not left, describe(left)
-        print(f"terminate took {t['seconds'] * 1000:.0f} ms")
+        if mode == "guarded":
+            # Gone by the time terminate() returned, not merely soon after.
+            left = wait_gone(r["workers"] + r["grandchildren"], 0.05)
+            assert not left, describe(left)
+            print(f"terminate took {t['seconds'] * 1000:.0f} ms")
+        else:  # the stdlib's terminate() leaves the grandchildren
+            assert not wait_gone(r["workers"], SHORT)
+            left = wait_gone(r["grandchildren"], 0.5)
+            assert set(left) == set(r["grandchildren"]), "control no longer leaks"
 
 
-def test_control_stdlib_terminate_leaves_grandchildren(tmp_path):
-    with scenario("busy_pool", tmp_path, "stdlib", "--end", "terminate") as sc:
-        r = sc.report()
-        assert _terminate_report(sc) is not None
-        assert not wait_gone(r["workers"], SHORT)
-        left = wait_gone(r["grandchildren"], 0.5)
-        assert set(left) == set(r["grandchildren"]), "control no longer leaks"
-
-
-def test_terminate_is_bounded_when_workers_ignore_sigterm(tmp_path):
+@pytest.mark.parametrize("mode", ["guarded", "stdlib"], ids=["guarded", "stdlib"])
+def test_terminate_is_bounded_when_workers_ignore_sigterm(tmp_path, mode):
     grace = 0.3
-    args = ["--end", "terminate", "--ignore-term", "--grace", str(grace)]
-    with scenario("busy_pool", tmp_path, "guarded", *args) as sc:
-        r = sc.report()
-        t = _terminate_report(sc)
-        assert t is not None
-        assert grace <= t["seconds"] < grace + 0.5, t
-        assert not wait_gone(r["workers"] + r["grandchildren"], 0.05)
-        _, err = sc.output()
-        assert "EscalationWarning" in err
-
-
-def test_control_stdlib_terminate_hangs_when_workers_ignore_sigterm(tmp_path):
     args = ["--end", "terminate", "--ignore-term"]
-    with scenario("busy_pool", tmp_path, "stdlib", *args) as sc:
-        sc.report()
-        # Bounded: we assert the hang, we do not wait it out.
-        assert _terminate_report(sc, timeout=2.0) is None
+    if mode == "guarded":
+        args += ["--grace", str(grace)]
+    with scenario("busy_pool", tmp_path, mode, *args) as sc:
+        r = sc.report()
+        if mode == "guarded":
+            t = _terminate_report(sc)
+            assert t is not None
+            assert grace <= t["seconds"] < grace + 0.5, t
+            assert not wait_gone(r["workers"] + r["grandchildren"], 0.05)
+            _, err = sc.output()
+            assert "EscalationWarning" in err
+        else:
+            # The stdlib's terminate() hangs.  Bounded: we assert the hang,
+            # we do not wait it out.
+            assert _terminate_report(sc, timeout=2.0) is None

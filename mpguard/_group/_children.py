@@ -100,7 +100,28 @@ class Child:
     sentinel: int
     finalizer: Any
 
+    @classmethod
+    def adopt(
+        cls, guard: Guard, pid: int, fds: tuple[int, ...] = (), *, reap: bool = True
+    ) -> Child:
+        """A handle for *pid*, a child already in *guard*'s group (started
+        by ``guard.spawn`` or forked and adopted), registered and reaped.
+
+        The handle a guard without a pool uses; mixed-in Popens call
+        :meth:`_track` from their ``_launch``.
+        """
+        child = cls()
+        child._track(guard, pid, fds, reap=reap)
+        return child
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Cooperative: a Popen mixing this in passes the process object on
+        # to the stdlib's Popen, which launches the child.
+        self._init_guarded()
+        super().__init__(*args, **kwargs)
+
     def _init_guarded(self) -> None:
+        self.returncode = None
         self._reap_lock = threading.RLock()
         self._pidfd: int | None = None
         self._guard: Guard | None = None

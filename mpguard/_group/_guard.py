@@ -24,12 +24,12 @@ The seam later features build on (a guard without a pool)::
 
     with holding() as guard:                  # started if need be, held
         pid = guard.spawn(argv, pass_fds)     # posix_spawn, in the group
-        # or: plan = guard.child_plan(...); fork; prepare(plan) in the
-        # child; guard.adopt(pid) in the parent
-        child = ...                           # a GuardedChild, e.g. Child
-        child._track(guard, pid, fds, reap=True)   # registered, reaped
-    # released: once the child is reaped and nothing holds the guard, the
-    # guardian goes after LINGER seconds.
+        # or fork: plan = guard.child_plan(pool_worker=False); in the
+        # child _start._child.prepare(plan, mask), then exec or the target;
+        # in the parent guard.adopt(pid)
+        child = Child.adopt(guard, pid)       # registered, reaped on exit
+    # The hold ends with the block; the child keeps the guard alive until
+    # it is reaped, and LINGER seconds later the guardian goes.
 
 Integrations register teardown hooks (:func:`on_teardown` for the whole
 process, :meth:`Guard.on_teardown` for one guard): the core names none of
@@ -150,7 +150,7 @@ class Guard:
         self._hooks: list[tuple[Any, Callable[[Any], None], bool]] = []
         self.reason: str | None = None
         self._teardown: Target | None = None
-        if _platform.MACOS:
+        if _platform.CAPS.system == "darwin":
             warnings.warn(
                 "mpguard: fork() on macOS is unsafe once threads or system "
                 "frameworks are in use (bpo-33725); prefer running on Linux",

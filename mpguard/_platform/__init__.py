@@ -108,7 +108,7 @@ class Capabilities:
     seqpacket: bool
 
     def as_dict(self) -> dict[str, object]:
-        """The record as plain data (for ``--json`` output and logs)."""
+        """The record as plain data (for logs and machine-readable output)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 

@@ -337,7 +337,7 @@ class _PoolWorkerBase(multiprocessing.process.BaseProcess):
 
     def start(self) -> None:
         """Queue the worker's first tasks, then start it."""
-        w = self._worker = self._dispatcher.prepare(self._channel, self._budget)
+        w = self._mpguard_worker = self._dispatcher.prepare(self._channel, self._budget)
         try:
             super().start()
         except BaseException:
@@ -352,7 +352,7 @@ class _PoolWorkerBase(multiprocessing.process.BaseProcess):
         sentinel fires: that is where a lost task is noticed.
         """
         super().join(timeout)
-        w = getattr(self, "_worker", None)
+        w = getattr(self, "_mpguard_worker", None)
         if w is not None and self.exitcode is not None:
             self._dispatcher.died(w)
 
@@ -362,7 +362,7 @@ class _PoolWorkerBase(multiprocessing.process.BaseProcess):
         # child gets what it needs through ``args``.
         parent = getattr(super(), "__getstate__", None)
         state = dict(parent()) if parent is not None else self.__dict__.copy()
-        for name in ("_dispatcher", "_channel", "_worker"):
+        for name in ("_dispatcher", "_channel", "_mpguard_worker"):
             state.pop(name, None)
         return state
 

@@ -107,10 +107,6 @@ class Popen(GuardedPopen, popen_fork.Popen):
 
     method = "fork"
 
-    def __init__(self, process_obj: Any) -> None:
-        self._init_guarded()
-        super().__init__(process_obj)
-
     def _launch(self, process_obj: Any) -> None:
         self._fork(
             process_obj,

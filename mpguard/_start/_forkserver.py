@@ -144,10 +144,6 @@ class Popen(Child, popen_forkserver.Popen):
 
     method = "forkserver"
 
-    def __init__(self, process_obj: Any) -> None:
-        self._init_guarded()
-        super().__init__(process_obj)
-
     def _launch(self, process_obj: Any) -> None:
         with holding() as guard:
             server = forkserver_of(guard)

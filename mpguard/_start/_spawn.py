@@ -44,7 +44,7 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 
 
 def bootstrap_prog(entry: str, args: str) -> str:
-    """The ``python -c`` program that calls ``mpguard._bootstrap.<entry>``
+    """The ``python -c`` program that calls ``mpguard._start._bootstrap.<entry>``
     with *args* (spawn children and the guard's forkserver)."""
     return (
         f"import sys; sys.path.append({_ROOT!r}); "
@@ -66,10 +66,6 @@ class Popen(Child, popen_spawn_posix.Popen):
     """Start a guarded child by spawn (a fresh interpreter)."""
 
     method = "spawn"
-
-    def __init__(self, process_obj: Any) -> None:
-        self._init_guarded()
-        super().__init__(process_obj)
 
     def _launch(self, process_obj: Any) -> None:
         with holding() as guard:

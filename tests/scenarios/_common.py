@@ -4,6 +4,17 @@ A scenario is started by a test in its own session.  It publishes what the
 test needs (pids, pgids, results) as JSON through :func:`report`, written to
 a temporary file and renamed into place so that a reader never sees half a
 report.
+
+The generic helpers come from :mod:`mpguard.testing`, imported inside each
+wrapper below and never at the top: ``import mpguard.testing`` runs
+``mpguard/__init__.py`` (which registers the guarded start methods), and a
+scenario must be able to do things before mpguard is imported (``api.py``
+measures what the import itself changes), and a negative control must run
+its stdlib pool exactly as a program without mpguard would.  By the time a
+control reports, its children exist already; the import then only adds
+entries to multiprocessing's table of start methods: no guard, no handler,
+no thread.  A spawn child re-imports the main module, and with it this one,
+without importing mpguard.
 """
 
 from __future__ import annotations
@@ -19,11 +30,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def report(path: str, **data: object) -> None:
-    """Publish *data* atomically at *path*."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
+    """Publish *data* atomically at *path* (:func:`mpguard.testing.publish`)."""
+    from mpguard.testing import publish
+
+    publish(path, **data)
 
 
 def append_line(path: str, line: str) -> None:
@@ -75,24 +85,17 @@ def wait_files(directory: str, n: int, timeout: float = 30.0) -> list[dict]:
 
 def zombie_children() -> list[int]:
     """Pids of this process's children that are zombies (not yet reaped)."""
-    import psutil
+    from mpguard.testing import zombies
 
-    out = []
-    for c in psutil.Process().children():
-        try:
-            if c.status() == psutil.STATUS_ZOMBIE:
-                out.append(c.pid)
-        except psutil.Error:
-            pass
-    return out
+    return zombies()
 
 
 def zombies_after(timeout: float = 5.0) -> list[int]:
     """Zombie children still there after waiting up to *timeout* seconds."""
-    deadline = time.monotonic() + timeout
-    while zombie_children() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return zombie_children()
+    from mpguard.testing import wait_for, zombies
+
+    wait_for(lambda: not zombies(), timeout, 0.01)
+    return zombies()
 
 
 def hold() -> None:
@@ -142,13 +145,6 @@ def get_ctx(mode: str):
 
 def tree(pid: int | None = None) -> list[int]:
     """Every live descendant of *pid* (default: this process)."""
-    import psutil
+    from mpguard.testing import descendants
 
-    out = []
-    for c in psutil.Process(pid).children(recursive=True):
-        try:
-            if c.status() != psutil.STATUS_ZOMBIE:
-                out.append(c.pid)
-        except psutil.Error:
-            pass
-    return out
+    return descendants(pid)

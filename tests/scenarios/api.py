@@ -82,7 +82,10 @@ def main() -> None:
     out["start_method_name"] = ctx.get_start_method()
     out["listed_in_all_start_methods"] = "guarded" in mp.get_all_start_methods()
 
-    # SemLock: unlinked at once, no resource tracker (platform-facts §1.2).
+    # SemLock: unlinked at once, no resource tracker.  CPython's
+    # synchronize.SemLock.__init__ unlinks the named semaphore at once only
+    # for a context whose get_start_method() is "fork" (3.11+:
+    # ``self._is_fork_ctx``), and "guarded" reports "fork".
     ctx.Lock()
     out["resource_tracker_started"] = (
         resource_tracker._resource_tracker._pid is not None

@@ -2,9 +2,12 @@
 
 usage: churn.py REPORT MODE
 
-MODE guarded / stdlib; MODE sig_ign: the stdlib Pool under seed 000's
-``signal(SIGCHLD, SIG_IGN)``, where a retired worker's exit code can never
-be read and the pool stops replacing workers.
+MODE guarded / stdlib; MODE sig_ign: the stdlib Pool under the common blog
+recipe against zombies, ``signal(SIGCHLD, SIG_IGN)``.  Children then never
+become zombies and ``waitpid()`` fails with ECHILD (waitpid(2), NOTES);
+multiprocessing's ``Popen.poll()`` swallows that error and returns None
+(Lib/multiprocessing/popen_fork.py), so a retired worker's exit code can
+never be read and the pool stops replacing workers.
 """
 
 from __future__ import annotations

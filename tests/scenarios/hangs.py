@@ -78,6 +78,16 @@ def main() -> None:
         for pid in victims:
             os.kill(pid, signal.SIGKILL)
         out["victims"] = victims
+        if mode == "stdlib":
+            # Let the pool replace its workers first: a stdlib map() on a
+            # pool with no live worker yet fails at once (ZeroDivisionError:
+            # its chunksize divides by len(self._pool)) instead of reaching
+            # the poisoned lock, which made this control fail now and then.
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and (
+                not pool._pool or {w.pid for w in list(pool._pool)} & set(victims)
+            ):
+                time.sleep(0.01)
         out["map"] = bounded(lambda: pool.map_async(abs, range(-5, 5)).get())
         out["terminate"] = bounded(pool.terminate)
     elif case == "callback":

@@ -2,9 +2,11 @@
 
 usage: pipeline.py REPORT MODE
 
-MODE seed: the seed 001/003 fix, a SIGTERM handler doing
-``os.killpg(os.getpgid(os.getpid()), SIGKILL)``; it kills the group, and the
-group is the shell pipeline's, so `tee` dies too and output is lost.
+MODE killpg: the common blog recipe for ending "all the children", a
+SIGTERM handler doing ``os.killpg(os.getpgid(os.getpid()), SIGKILL)``; it
+kills the group, and the group is the shell pipeline's (a shell puts a
+pipeline in one process group: setpgid(2), credentials(7)), so `tee` dies
+too and output is lost.
 MODE guarded: GuardedPool; a user handler prints a last line and mpguard
 chains it after tearing its own group down.
 """
@@ -24,7 +26,7 @@ def work(i: int) -> None:
 
 def main() -> None:
     path, mode = sys.argv[1], sys.argv[2]
-    if mode == "seed":
+    if mode == "killpg":
 
         def handler(signum, frame):
             print("parent: shutting down", flush=True)

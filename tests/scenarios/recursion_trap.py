@@ -1,11 +1,13 @@
-"""Seed 003's terminate recursion trap, verbatim in spirit.
+"""The terminate recursion trap of a common blog recipe, verbatim in spirit.
 
 usage: TRAP_LOG=LOG recursion_trap.py REPORT MODE N
 
-A SIGTERM handler that terminates every child is installed *before* the
-children are forked, so (without mpguard) they inherit it, and each child
-terminates the siblings it knows about: a cascade of handler runs.  Each run
-appends its pid to LOG.
+A SIGTERM handler that terminates every child (``p.terminate()`` sends
+SIGTERM on POSIX) is installed *before* the children are forked, so
+(without mpguard) they inherit it (a forked child inherits a copy of its
+parent's signal dispositions: signal(7)), and each child terminates the
+siblings it knows about: a cascade of handler runs.  Each run appends its
+pid to LOG.
 
 With $TRAP_AT_IMPORT set, the handler is installed when this module is
 imported, which is how it reaches spawn and forkserver children: they
@@ -25,7 +27,7 @@ processes = []
 LOG = os.environ.get("TRAP_LOG", "")
 
 
-def term(sig_num, frame):  # seed 003's handler
+def term(sig_num, frame):  # the recipe's handler: terminate every child
     append_line(LOG, str(os.getpid()))
     for p in processes:
         p.terminate()

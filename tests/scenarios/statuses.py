@@ -4,9 +4,13 @@ usage: statuses.py REPORT MODE
 
 MODE guarded: guarded Processes come and go (reaped by mpguard) while the
 program runs subprocess and joins other Processes.
-MODE sig_ign: seed 000/001's zombie fix, ``signal(SIGCHLD, SIG_IGN)``.
-MODE waitpid_all: seed 001/002's fix, a SIGCHLD handler looping over
-``os.waitpid(-1, WNOHANG)``.
+MODE sig_ign: the common blog recipe against zombies,
+``signal(SIGCHLD, SIG_IGN)``: children are then reaped by the kernel and
+``waitpid()`` fails with ECHILD (waitpid(2), NOTES), which ``subprocess``
+turns into returncode 0 (Lib/subprocess.py, ``Popen._try_wait``).
+MODE waitpid_all: the other common recipe, a SIGCHLD handler looping over
+``os.waitpid(-1, WNOHANG)``: it reaps children that other code was going to
+wait for, and takes their statuses with it (python/cpython#92881).
 """
 
 from __future__ import annotations

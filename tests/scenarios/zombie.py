@@ -1,10 +1,11 @@
-"""Seed 000 §1.1: a child the program never joins.
+"""A child the program never joins (a common blog recipe's zombie).
 
 usage: zombie.py REPORT MODE
 
 The child records when it exits (CLOCK_MONOTONIC is system-wide), then
 exits; the parent never joins it and sleeps.  Without mpguard it stays a
-zombie until the parent exits.
+zombie until the parent exits ("a child that terminates, but has not been
+waited for becomes a zombie": wait(2), NOTES).
 """
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
 """The control: a custom start method registered the naive way.
 
-A spawn context registered under a new name that it also reports (the
-"variant A" of platform-facts §1.2), set as the global default.  The child
-applies that name in ``spawn.prepare()`` before anything could import the
-module that registers it, and fails: "cannot find context".
+A spawn context registered under a new name that it also reports as its
+own (``_name``), added to ``multiprocessing.context._concrete_contexts``
+and set as the global default.  The child applies that name in
+``spawn.prepare()`` (Lib/multiprocessing/spawn.py: ``set_start_method(
+data["start_method"], force=True)``) before it unpickles anything, so
+before anything could import the module that registers it, and fails:
+"cannot find context".
 """
 
 import multiprocessing as mp

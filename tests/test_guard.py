@@ -1,0 +1,197 @@
+"""The guard as a component: without a pool, idle release, capabilities,
+hooks and the one escalation ladder.
+
+Scenarios that make process groups or are killed run out of process
+(``tests/scenarios``); the ladder and the schedule are plain code.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+import mpguard
+from _support import scenario, survivors, wait_gone
+from mpguard._group import Target, escalate
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="needs Linux"
+)
+
+
+def _python(code: str, env: dict[str, str] | None = None) -> str:
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+# --- a guard without a pool -------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["guarded", "control"])
+def test_a_guard_without_a_pool_takes_its_children_with_the_parent(tmp_path, mode):
+    with scenario("bare_guard", tmp_path, mode) as sc:
+        r = sc.report()
+        pids = r["pids"]
+        assert len(pids) == 2
+        if mode == "guarded":
+            # spawn and fork+exec both put the child in the guard's group,
+            # never in the parent's.
+            assert r["member_pgids"] == [r["guard_pgid"]] * 2
+            assert r["guard_pgid"] != r["pgid"]
+            # Reaped by the guard's reaper, not by a wait() of ours.
+            assert r["quick_returncode"] == 0
+            assert not r["quick_zombie"]
+        sc.signal(signal.SIGKILL)
+        left = wait_gone(pids, 1.0)
+        if mode == "guarded":
+            assert not left, "guarded children outlived the parent's SIGKILL"
+        else:
+            # Negative control: plain subprocess children run on.
+            assert sorted(left) == sorted(pids)
+
+
+# --- idle release -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["guarded", "stdlib"])
+def test_no_child_is_left_once_no_pool_is_open(tmp_path, mode):
+    with scenario("idle_release", tmp_path, mode) as sc:
+        r = sc.report()
+        assert r["map"] == [1, 2, 3]
+        # Within 1 s of join() the program has no child process left (the
+        # stdlib fork Pool's behaviour, which the guarded pool matches).
+        assert r["released_after"] is not None
+        assert r["released_after"] < 1.0, r
+        assert r["released_again_after"] is not None
+        assert r["released_again_after"] < 1.0, r
+        if mode == "guarded":
+            # Right after join() the guardian is still there (the linger),
+            # and two pools back to back share it.
+            assert r["children_after_join"], r
+            assert r["back_to_back_same_group"]
+            assert r["new_group_after_release"]
+
+
+# --- capabilities ---------------------------------------------------------------
+
+
+def test_capabilities_are_probed_once_and_can_be_disabled():
+    caps = mpguard.capabilities()
+    assert caps is mpguard.capabilities()
+    assert caps.python == tuple(sys.version_info[:3])
+    assert caps.fork
+    assert caps.posix_spawn
+    assert caps.memfd
+    assert caps.seqpacket
+    assert caps.kernel == os.uname().release
+    assert caps.kernel_version[:2] >= (3, 0)
+    d = caps.as_dict()
+    assert set(d) >= {"pidfd", "pidfd_group_signal", "subreaper", "cgroup_kill"}
+    out = _python(
+        "import mpguard; c = mpguard.capabilities(); "
+        "print(c.pidfd, c.pidfd_group_signal, c.seqpacket)",
+        env={"MPGUARD_DISABLE": "pidfd,seqpacket"},
+    )
+    assert out.split() == ["False", "False", "False"]
+
+
+def test_the_guard_reads_pidfd_support_from_the_record():
+    # With pidfds disabled, the guard warns and still reaps (by polling).
+    out = _python(
+        "import warnings, time, multiprocessing as mp, mpguard\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    p = mp.get_context('guarded').Process(target=time.sleep, args=(0,))\n"
+        "    p.start(); p.join()\n"
+        "warned = any('pidfds are unavailable' in str(x.message) for x in w)\n"
+        "print(p.exitcode, warned)\n",
+        env={"MPGUARD_DISABLE": "pidfd"},
+    )
+    assert out.split() == ["0", "True"]
+
+
+# --- teardown hooks and the lifecycle --------------------------------------------
+
+
+def test_teardown_hooks_run_and_the_guard_closes():
+    out = _python(
+        "import gc, time, multiprocessing as mp, mpguard\n"
+        "from mpguard import _group\n"
+        "calls = []\n"
+        "_group.on_teardown(lambda: calls.append('process'))\n"
+        "g = _group.acquire()\n"
+        "class Owner: pass\n"
+        "o, gone = Owner(), Owner()\n"
+        "g.on_teardown(lambda x: calls.append('owner'), o)\n"
+        "g.on_teardown(lambda x: calls.append('gone'), gone)\n"
+        "g.on_teardown(lambda x: calls.append('late'), late=True)\n"
+        "del gone; gc.collect()\n"
+        "p = mp.get_context('guarded').Process(target=time.sleep, args=(60,))\n"
+        "p.start()\n"
+        "print(g.state.name)\n"
+        "mpguard.shutdown()\n"
+        "print(g.state.name, p.exitcode, ','.join(calls))\n"
+    )
+    assert out.split() == ["OPEN", "CLOSED", "-15", "process,owner,late"]
+
+
+# --- the escalation ladder --------------------------------------------------------
+
+
+class FakeTarget:
+    """A target whose processes die after a given signal."""
+
+    def __init__(self, dies_on: int | None) -> None:
+        self.sent: list[int] = []
+        self.dies_on = dies_on
+
+    def target(self) -> Target:
+        return Target("fake", self.sent.append, self.remaining, lambda: [])
+
+    def remaining(self) -> int:
+        return 0 if self.dies_on in self.sent else 2
+
+
+def test_ladder_stops_at_sigterm_when_that_suffices():
+    t = FakeTarget(dies_on=signal.SIGTERM)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert escalate(t.target(), 0.05) is False
+    assert t.sent == [signal.SIGTERM]
+
+
+def test_ladder_escalates_to_sigkill_after_the_grace_and_warns():
+    t = FakeTarget(dies_on=signal.SIGKILL)
+    with pytest.warns(mpguard.EscalationWarning, match="2 process"):
+        assert escalate(t.target(), 0.05) is True
+    assert t.sent == [signal.SIGTERM, signal.SIGKILL]
+
+
+def test_ladder_can_start_at_sigkill():
+    t = FakeTarget(dies_on=None)
+    assert escalate(t.target(), 5.0, term=False) is True
+    assert t.sent == [signal.SIGKILL]
+
+
+def test_survivors_helper_sees_a_live_process():
+    # The helpers the kill tests rely on must be able to fail.
+    p = subprocess.Popen(["sleep", "5"])
+    try:
+        assert survivors([p.pid]) == [p.pid]
+    finally:
+        p.kill()
+        p.wait()
+    assert survivors([p.pid]) == []
