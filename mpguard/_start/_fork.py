@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import signal
 from multiprocessing import popen_fork
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import _compat, _platform, _signals
 from .._errors import GuardSetupError
@@ -31,13 +31,49 @@ from . import _child
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["GuardedPopen", "Popen", "is_pool_worker"]
+__all__ = ["ChildPipes", "GuardedPopen", "Popen", "is_pool_worker"]
 
 
 def is_pool_worker(process_obj: Any) -> bool:
     """True for a GuardedPool worker: SIGINT ignored in the child, and the
     pool (not the guard's reaper) reaps it, as the stdlib Pool expects."""
     return bool(getattr(process_obj, "_mpguard_pool_worker", False))
+
+
+class ChildPipes(NamedTuple):
+    """The pipes a fork or spawn child starts with.
+
+    ``child_r``/``parent_w``: the child reads its data (spawn) or watches
+    its parent (fork's parent sentinel) on ``child_r``.  Without pidfds,
+    ``sentinel_r``/``sentinel_w`` is the exit sentinel: a pipe whose write
+    end only the child holds, so ``sentinel_r`` reads EOF when it exits.
+    """
+
+    child_r: int
+    parent_w: int
+    sentinel_r: int = -1
+    sentinel_w: int = -1
+
+    @classmethod
+    def open(cls) -> ChildPipes:
+        """New pipes; the sentinel pipe only where there are no pidfds."""
+        child_r, parent_w = os.pipe()
+        if _platform.CAPS.pidfd:
+            return cls(child_r, parent_w)
+        sentinel_r, sentinel_w = os.pipe()
+        return cls(child_r, parent_w, sentinel_r, sentinel_w)
+
+    def child_ends(self) -> tuple[int, ...]:
+        """What the child keeps (the parent closes them once it started)."""
+        if self.sentinel_w < 0:
+            return (self.child_r,)
+        return (self.child_r, self.sentinel_w)
+
+    def parent_ends(self) -> tuple[int, ...]:
+        """What the parent keeps, the sentinel first (``Child._track``)."""
+        if self.sentinel_r < 0:
+            return (self.parent_w,)
+        return (self.sentinel_r, self.parent_w)
 
 
 class GuardedPopen(Child):
@@ -59,11 +95,7 @@ class GuardedPopen(Child):
         pool_worker = is_pool_worker(process_obj)
         with holding() as guard:
             plan = guard.child_plan(pool_worker=pool_worker)
-            use_pidfd = _platform.CAPS.pidfd
-            child_r, parent_w = os.pipe()
-            parent_r = child_w = -1
-            if not use_pidfd:
-                parent_r, child_w = os.pipe()
+            pipes = ChildPipes.open()
             old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, guard.block)
             _signals.guarded_fork(True)
             try:
@@ -72,15 +104,14 @@ class GuardedPopen(Child):
                     code = 1
                     began = False
                     try:
-                        os.close(parent_w)
-                        if parent_r >= 0:
-                            os.close(parent_r)
+                        for fd in pipes.parent_ends():
+                            os.close(fd)
                         code = _child.prepare(plan, old_mask)
                         if code == 0:
                             began = stdlib_atexit
                             if began:
                                 _compat.child_atexit_begin()
-                            code = bootstrap(child_r)
+                            code = bootstrap(pipes.child_r)
                     finally:
                         if began:
                             _compat.child_atexit_end()
@@ -88,10 +119,9 @@ class GuardedPopen(Child):
             finally:
                 _signals.guarded_fork(False)
                 signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-            os.close(child_r)
-            if child_w >= 0:
-                os.close(child_w)
-            fds = (parent_w,) if parent_r < 0 else (parent_r, parent_w)
+            for fd in pipes.child_ends():
+                os.close(fd)
+            fds = pipes.parent_ends()
             try:
                 guard.adopt(pid)
             except GuardSetupError as e:

@@ -30,10 +30,10 @@ import sys
 from multiprocessing import popen_spawn_posix, resource_tracker, spawn
 from typing import Any
 
-from .. import _compat, _platform
+from .. import _compat
 from .._errors import UnsupportedPlatformError
 from .._group import Child, holding
-from ._fork import is_pool_worker
+from ._fork import ChildPipes, is_pool_worker
 
 __all__ = ["Popen", "bootstrap_prog", "command_line"]
 
@@ -74,26 +74,16 @@ class Popen(Child, popen_spawn_posix.Popen):
             tracker_fd: int = resource_tracker.getfd()  # type: ignore[assignment]
             child_fds.append(tracker_fd)
             fp = _compat.pickle_for_child(self, process_obj)
-            child_r, parent_w = os.pipe()
-            parent_r = child_w = -1
-            if not _platform.CAPS.pidfd:
-                # Sentinel without pidfds: a pipe whose write end only the
-                # child holds.
-                parent_r, child_w = os.pipe()
-            fds = (parent_w,) if parent_r < 0 else (parent_r, parent_w)
+            pipes = ChildPipes.open()
+            fds = pipes.parent_ends()
             try:
-                pass_fds = [*child_fds, child_r]
-                if child_w >= 0:
-                    pass_fds.append(child_w)
-                argv = command_line(tracker_fd, child_r, guard.pgid)
-                pid = guard.spawn(argv, pass_fds)
+                argv = command_line(tracker_fd, pipes.child_r, guard.pgid)
+                pid = guard.spawn(argv, [*child_fds, *pipes.child_ends()])
             except BaseException:
                 _compat.close_fds(*fds)
                 raise
             finally:
-                os.close(child_r)
-                if child_w >= 0:
-                    os.close(child_w)
+                _compat.close_fds(*pipes.child_ends())
             self._track(guard, pid, fds, reap=not pool_worker)
-        with open(parent_w, "wb", closefd=False) as f:
+        with open(pipes.parent_w, "wb", closefd=False) as f:
             f.write(fp.getbuffer())

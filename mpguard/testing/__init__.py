@@ -9,7 +9,7 @@ project using mpguard can test its own process handling the same way::
     def test_workers_die_with_the_parent(tmp_path):
         report = tmp_path / "report.json"
         cmd = [sys.executable, "scenarios/busy_pool.py", str(report)]
-        with run_scenario(cmd, report) as sc:
+        with run_scenario(cmd, report, pid_keys=("workers",)) as sc:
             r = sc.report()                     # {"workers": [...], ...}
             sc.signal(signal.SIGKILL)
             left = wait_gone(r["workers"], timeout=1.0)
