@@ -89,7 +89,7 @@ class Child:
     """A child of this process that the guard reaps: the shared Popen part.
 
     Mixed into the guarded fork and spawn Popens (and billiard's fork
-    Popen).  After the child exists, :meth:`_track` opens its pidfd, makes
+    Popen).  After the child exists, :meth:`track` opens its pidfd, makes
     it the sentinel and registers the child with the guard; ``poll`` and
     ``wait`` reap through one lock per child, and signals go through the
     pidfd.
@@ -108,10 +108,10 @@ class Child:
         by ``guard.spawn`` or forked and adopted), registered and reaped.
 
         The handle a guard without a pool uses; mixed-in Popens call
-        :meth:`_track` from their ``_launch``.
+        :meth:`track` from their ``_launch``.
         """
         child = cls()
-        child._track(guard, pid, fds, reap=reap)
+        child.track(guard, pid, fds, reap=reap)
         return child
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -126,7 +126,7 @@ class Child:
         self._pidfd: int | None = None
         self._guard: Guard | None = None
 
-    def _track(
+    def track(
         self, guard: Guard, pid: int, fds: tuple[int, ...], *, reap: bool
     ) -> None:
         """Adopt the started child *pid*; *fds* are closed with the handle.

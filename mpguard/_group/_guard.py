@@ -264,7 +264,7 @@ class Guard:
 
         The guarded signals start at their default action and the mask
         empty; only *pass_fds* (and 0, 1, 2) are inherited.  The caller
-        registers the pid (:meth:`Child._track`).
+        registers the pid (:meth:`Child.track`).
         """
         self.check_open()
         return _platform.spawn_in_group(argv[0], argv, pass_fds, self.pgid, self.block)

@@ -70,7 +70,7 @@ class ChildPipes(NamedTuple):
         return (self.child_r, self.sentinel_w)
 
     def parent_ends(self) -> tuple[int, ...]:
-        """What the parent keeps, the sentinel first (``Child._track``)."""
+        """What the parent keeps, the sentinel first (``Child.track``)."""
         if self.sentinel_r < 0:
             return (self.parent_w,)
         return (self.sentinel_r, self.parent_w)
@@ -129,7 +129,7 @@ class GuardedPopen(Child):
                 self.returncode = -signal.SIGKILL
                 abandon(pid, fds, e)
                 raise
-            self._track(guard, pid, fds, reap=not pool_worker)
+            self.track(guard, pid, fds, reap=not pool_worker)
 
 
 class Popen(GuardedPopen, popen_fork.Popen):

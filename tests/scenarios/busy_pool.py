@@ -87,7 +87,15 @@ def main() -> None:
     ap.add_argument("--ignore-term", action="store_true")
     ap.add_argument("--grace", type=float)
     ap.add_argument("--handler")
+    ap.add_argument("--log", help="write mpguard's debug log to this file")
     a = ap.parse_args()
+
+    if a.log:
+        import logging
+
+        handler = logging.FileHandler(a.log)
+        logging.getLogger("mpguard").addHandler(handler)
+        logging.getLogger("mpguard").setLevel(logging.DEBUG)
 
     if a.handler == "exit0":
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
