@@ -38,7 +38,7 @@ except ImportError as e:  # pragma: no cover - exercised without billiard
     raise ImportError(msg) from e
 
 from . import _compat, _group
-from ._start import GuardedPopen
+from ._start._fork import GuardedPopen
 
 __all__ = [
     "GuardedBilliardContext",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from multiprocessing import forkserver, util
+from multiprocessing import util
 from typing import TYPE_CHECKING, Any
 
 from .._errors import UnsupportedPlatformError
@@ -52,6 +52,7 @@ def forkserver_preload() -> list[str]:
     A guarded forkserver preloads the same modules, so that
     ``ctx.set_forkserver_preload([...])`` works on a guarded context too.
     """
+    from multiprocessing import forkserver  # noqa: PLC0415 - on use
 
     return list(forkserver._forkserver._preload_modules)  # type: ignore[attr-defined]
 
@@ -166,4 +167,6 @@ def forkserver_detach(server: Any) -> tuple[int, int] | None:
 
 def read_signed(fd: int) -> int:
     """One signed integer from a forkserver status pipe (``read_signed``)."""
+    from multiprocessing import forkserver  # noqa: PLC0415 - on use
+
     return int(forkserver.read_signed(fd))  # type: ignore[attr-defined,unused-ignore]

@@ -10,7 +10,7 @@ import io
 import multiprocessing.context
 import os
 import sys
-from multiprocessing import reduction, spawn, util
+from multiprocessing import util
 from multiprocessing.context import ForkServerContext
 from typing import Any
 
@@ -151,6 +151,8 @@ def pickle_for_child(popen: Any, process_obj: Any) -> io.BytesIO:
     ``_launch``, 3.9-3.13): ``set_spawning_popen`` makes ``DupFd`` append
     to ``popen._fds``; ``get_preparation_data(process._name)``.
     """
+    from multiprocessing import reduction, spawn  # noqa: PLC0415 - on use
+
     prep_data = spawn.get_preparation_data(process_obj._name)
     buf = io.BytesIO()
     multiprocessing.context.set_spawning_popen(popen)  # type: ignore[attr-defined,unused-ignore]

@@ -23,11 +23,11 @@ from .._start import (
     register,
     set_pool_class,
 )
-from ._dispatch import Channel, Dispatcher
-from ._worker import SlotRef, worker_main
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
+
+    from ._dispatch import Channel, Dispatcher
 
 __all__ = ["GuardedPool"]
 
@@ -150,6 +150,10 @@ class GuardedPool(_compat.PoolBase):
     ) -> tuple[Callable[[Any], None], Callable[[], Any], Callable[..., Any]]:
         # The stdlib's queues stay (terminate() and close() still post
         # their sentinels to outqueue), but no worker touches them.
+        # The dispatcher and the worker side load with the first pool, not
+        # with ``import mpguard`` (they bring ctypes, selectors, ...).
+        from ._dispatch import Dispatcher  # noqa: PLC0415
+
         self._dispatcher = Dispatcher(
             ctrl,
             task_timeout=self._task_timeout,
@@ -283,18 +287,20 @@ class _WorkerFactory:
         # args are the stdlib worker's: (inqueue, outqueue, initializer,
         # initargs, maxtasks, wrap_exception); the queues are replaced by
         # the worker's own channel.
+        from . import _worker  # noqa: PLC0415 - with the first pool
+
         _, _, initializer, initargs, maxtasks, wrap_exception = args
         channel = self._dispatcher.channel()
         if channel.slot_fd is None:  # fork: the worker inherits both
             parent_end: Any = channel.parent
             slot: Any = channel.slot
         else:  # spawn/forkserver: only what is pickled reaches the worker
-            parent_end, slot = None, SlotRef(channel.slot_fd)
+            parent_end, slot = None, _worker.SlotRef(channel.slot_fd)
         return self._cls(
             self._dispatcher,
             channel,
             maxtasks,
-            target=worker_main,
+            target=_worker.worker_main,
             args=(
                 channel.child,
                 parent_end,
@@ -318,7 +324,7 @@ class _PoolWorkerBase(multiprocessing.process.BaseProcess):
     Mixed into one class per guarded start method (below).
     """
 
-    # Read by the guarded Popens (mpguard._start.is_pool_worker).
+    # Read by the guarded Popens (mpguard._start._fork.is_pool_worker).
     _mpguard_pool_worker = True
 
     def __init__(

@@ -27,7 +27,6 @@ from ._context import (
     register,
     set_pool_class,
 )
-from ._fork import GuardedPopen, is_pool_worker
 
 __all__ = [
     "START_METHOD",
@@ -36,12 +35,10 @@ __all__ = [
     "GuardedForkContext",
     "GuardedForkServerContext",
     "GuardedForkServerProcess",
-    "GuardedPopen",
     "GuardedProcess",
     "GuardedSpawnContext",
     "GuardedSpawnProcess",
     "get_context",
-    "is_pool_worker",
     "register",
     "set_pool_class",
 ]

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _compat
 from .._group import current_guard
-from . import _child, _fork, _forkserver, _spawn
+from . import _child
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -83,7 +83,11 @@ class GuardedProcess(ForkProcess):
 
     @staticmethod
     def _Popen(process_obj: Any) -> Any:  # noqa: N802 - stdlib name
-        return _fork.Popen(process_obj)
+        # Imported on first use, as the stdlib does: ``import mpguard``
+        # stays light.
+        from ._fork import Popen  # noqa: PLC0415
+
+        return Popen(process_obj)
 
 
 class _FreshChild:
@@ -124,7 +128,9 @@ class GuardedSpawnProcess(_FreshChild, SpawnProcess):
 
     @staticmethod
     def _Popen(process_obj: Any) -> Any:  # noqa: N802 - stdlib name
-        return _spawn.Popen(process_obj)
+        from ._spawn import Popen  # noqa: PLC0415 - on first use
+
+        return Popen(process_obj)
 
 
 class GuardedForkServerProcess(_FreshChild, ForkServerProcess):
@@ -139,7 +145,9 @@ class GuardedForkServerProcess(_FreshChild, ForkServerProcess):
 
     @staticmethod
     def _Popen(process_obj: Any) -> Any:  # noqa: N802 - stdlib name
-        return _forkserver.Popen(process_obj)
+        from ._forkserver import Popen  # noqa: PLC0415 - on first use
+
+        return Popen(process_obj)
 
 
 class GuardedContext(BaseContext):
