@@ -167,6 +167,22 @@ CHECKS = {
         "forkserver.write_signed(w, -42)\n"
         "assert _compat.read_signed(r) == -42\n"
     ),
+    "child_atexit": (
+        # 3.13's popen_fork clears atexit in the child and runs the child's
+        # own callbacks at exit; the guarded fork does the same there.
+        "import atexit, sys\n"
+        "from multiprocessing import util\n"
+        "from mpguard import _compat\n"
+        "assert _compat.CHILD_RUNS_ATEXIT == (sys.version_info >= (3, 13))\n"
+        "if _compat.CHILD_RUNS_ATEXIT:\n"
+        "    ran = []\n"
+        "    atexit.register(ran.append, 'parent')\n"
+        "    _compat.child_atexit_begin()\n"
+        "    atexit.register(ran.append, 'child')\n"
+        "    _compat.child_atexit_end()\n"
+        "    assert ran == ['child'], ran\n"
+        "    assert callable(util._exit_function)\n"
+    ),
     "billiard": (
         "import threading, billiard, billiard.pool, mpguard.billiard\n"
         "from mpguard import _compat\n"
