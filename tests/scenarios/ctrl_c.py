@@ -20,8 +20,12 @@ from _common import get_pool, report, wait_files
 
 def slow(arg: tuple[str, int]) -> int:
     outdir, i = arg
-    with open(os.path.join(outdir, f"{i}.json"), "w") as f:
+    # Atomically: the parent's wait_files() reads every *.json it sees, and
+    # an empty file just created here failed one CI run with JSONDecodeError.
+    tmp = os.path.join(outdir, f"{i}.tmp")
+    with open(tmp, "w") as f:
         f.write("{}")
+    os.replace(tmp, os.path.join(outdir, f"{i}.json"))
     time.sleep(600)
     return i
 
