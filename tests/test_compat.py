@@ -28,11 +28,16 @@ CHECKS = {
     "forkserver_supported": (
         "import sys\n"
         "from mpguard import _compat\n"
-        "assert _compat.FORKSERVER_SUPPORTED == (sys.version_info < (3, 14))\n"
+        "assert _compat.FORKSERVER_SUPPORTED == (sys.version_info < (3, 16))\n"
+        "from mpguard._compat import _forkserver\n"
+        "assert _forkserver.FORKSERVER_AUTHKEY == (sys.version_info >= (3, 14))\n"
         "from multiprocessing import forkserver\n"
         "fs = forkserver.ForkServer()\n"
-        "for name in ('_lock', '_forkserver_pid', '_forkserver_alive_fd',\n"
-        "             '_forkserver_address', '_preload_modules'):\n"
+        "names = ['_lock', '_forkserver_pid', '_forkserver_alive_fd',\n"
+        "         '_forkserver_address', '_preload_modules']\n"
+        "if _forkserver.FORKSERVER_AUTHKEY:\n"
+        "    names.append('_forkserver_authkey')\n"
+        "for name in names:\n"
         "    assert hasattr(fs, name), name\n"
     ),
     "default_context_if_set": (
@@ -146,6 +151,16 @@ CHECKS = {
         "assert kw == ({'process_group': 0} if sys.version_info >= (3, 11)\n"
         "              else {'preexec_fn': os.setpgrp})\n"
         "assert _compat.register_context('fork', object()) is mp.get_context('fork')\n"
+    ),
+    "fork_keeps_tracker": (
+        # gh-146313's flag, where the Python has it.
+        "from multiprocessing import resource_tracker as rt\n"
+        "from mpguard import _compat\n"
+        "_compat.fork_keeps_tracker(True)\n"
+        "intent = getattr(rt, '_fork_intent', None)\n"
+        "assert intent is None or intent.preserve_fd is True\n"
+        "_compat.fork_keeps_tracker(False)\n"
+        "assert intent is None or intent.preserve_fd is False\n"
     ),
     "forkserver_state": (
         "import os, sys\n"

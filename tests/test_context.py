@@ -237,7 +237,7 @@ def test_named_semaphores_and_executor_work_under_spawn_and_forkserver(method):
 
 
 def test_guarded_forkserver_is_refused_where_untested():
-    # Python 3.14 changed the forkserver protocol; until tested there the
+    # The forkserver protocol changes between Pythons; where untested the
     # method fails with a typed error naming what to use instead.
     code = (
         "import multiprocessing as mp, mpguard\n"
@@ -249,6 +249,73 @@ def test_guarded_forkserver_is_refused_where_untested():
         "    print('refused:', e)\n"
     )
     out = _python(code)
-    assert "refused: guarded-forkserver is tested on Python 3.9-3.13" in out.stdout, (
+    assert "refused: guarded-forkserver is tested on Python 3.9-3.15" in out.stdout, (
         out.stderr
     )
+
+
+@pytest.mark.parametrize("mode", ["guarded-fork", "fork", "raw-fork"])
+def test_fork_child_reuses_the_parents_resource_tracker(mode):
+    # A Process's fork child uses its parent's resource tracker (gh-80849).
+    # From 3.14 (gh-146313) an at-fork handler closes the tracker pipe in
+    # every fork child that multiprocessing did not mark as a Process's:
+    # the guarded fork must mark its own.  Control: a raw os.fork() child
+    # loses the pipe wherever the handler exists.
+    code = (
+        "import os, multiprocessing as mp, mpguard\n"
+        "from multiprocessing import resource_tracker as rt\n"
+        f"mode = {mode!r}\n"
+        "rt.ensure_running()\n"
+        "fd = rt._resource_tracker._fd\n"
+        "def child(q):\n"
+        "    q.put(rt._resource_tracker._fd)\n"
+        "if mode == 'raw-fork':\n"
+        "    r, w = os.pipe()\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        os.write(w, repr(rt._resource_tracker._fd).encode())\n"
+        "        os._exit(0)\n"
+        "    os.waitpid(pid, 0)\n"
+        "    got = eval(os.read(r, 100))\n"
+        "else:\n"
+        "    ctx = mp.get_context(mode)\n"
+        "    q = ctx.SimpleQueue()\n"
+        "    p = ctx.Process(target=child, args=(q,))\n"
+        "    p.start(); got = q.get(); p.join()\n"
+        "print(got == fd, hasattr(rt, '_fork_intent'))\n"
+    )
+    out = _python(code)
+    same, handler = out.stdout.split()
+    if mode == "raw-fork" and handler == "True":
+        assert same == "False", "control: a raw fork child should lose the pipe"
+    else:
+        assert same == "True", (mode, out.stdout, out.stderr)
+
+
+@pytest.mark.parametrize("preload", [True, False])
+def test_set_forkserver_preload_reaches_the_guarded_forkserver(tmp_path, preload):
+    # ctx.set_forkserver_preload() on a guarded context sets the stdlib's
+    # list, which the guard's forkserver reads; its children are forked from
+    # a server that imported the module.  Control: without it, they did not.
+    code = (
+        "import sys, multiprocessing as mp, mpguard\n"
+        "def probe(q):\n"
+        "    q.put('colorsys' in sys.modules)\n"
+        "if __name__ == '__main__':\n"
+        "    ctx = mp.get_context('guarded-forkserver')\n"
+        f"    if {preload!r}:\n"
+        "        ctx.set_forkserver_preload(['colorsys'])\n"
+        "    q = ctx.SimpleQueue()\n"
+        "    p = ctx.Process(target=probe, args=(q,))\n"
+        "    p.start(); print(q.get()); p.join()\n"
+    )
+    script = tmp_path / "preload.py"  # children import the main module
+    script.write_text(code)
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        start_new_session=True,
+    )
+    assert out.stdout.split() == [str(preload)], out.stderr

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 from ._billiard import register_billiard_context, stop_billiard_respawn
 from ._forkserver import (
+    FORKSERVER_MAIN_ARGS,
     FORKSERVER_SUPPORTED,
+    after_forkserver_preload,
     forkserver_detach,
     forkserver_ensure_running,
     forkserver_pid,
@@ -37,6 +39,7 @@ from ._mp import (
     child_atexit_end,
     close_fds,
     default_context_if_set,
+    fork_keeps_tracker,
     guardian_spawn_kwargs,
     interpreter_flags,
     pickle_for_child,
@@ -58,15 +61,18 @@ from ._pool import (
 
 __all__ = [
     "CHILD_RUNS_ATEXIT",
+    "FORKSERVER_MAIN_ARGS",
     "FORKSERVER_SUPPORTED",
     "ForkServerContextBase",
     "PoolBase",
+    "after_forkserver_preload",
     "check_available",
     "child_atexit_begin",
     "child_atexit_end",
     "close_fds",
     "default_context_if_set",
     "fail_pending",
+    "fork_keeps_tracker",
     "forkserver_detach",
     "forkserver_ensure_running",
     "forkserver_pid",

@@ -41,7 +41,7 @@ def stop_billiard_respawn() -> None:
 
     Takes no lock: it may run in a signal handler, in a main thread that
     was interrupted holding ``threading``'s own lock, so the thread table
-    (``threading._active``, 3.9-3.14) is copied without
+    (``threading._active``, 3.9-3.15) is copied without
     ``threading.enumerate()``.
     """
     pool_mod = sys.modules.get("billiard.pool")

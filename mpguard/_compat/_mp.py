@@ -1,6 +1,6 @@
 """CPython's multiprocessing internals: contexts, processes, Popens, fds.
 
-Checked on Python 3.9-3.13 (``tests/test_compat.py`` runs on each).
+Checked on Python 3.9-3.15 (``tests/test_compat.py`` runs on each).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ __all__ = [
     "child_atexit_end",
     "close_fds",
     "default_context_if_set",
+    "fork_keeps_tracker",
     "guardian_spawn_kwargs",
     "interpreter_flags",
     "pickle_for_child",
@@ -54,7 +55,7 @@ def register_context(name: str, ctx: object) -> object:
     """Register *ctx* under *name*, idempotently; return the registered one.
 
     ``multiprocessing.context._concrete_contexts`` is the table that
-    ``get_context()`` and ``set_start_method()`` resolve names in (3.9-3.14;
+    ``get_context()`` and ``set_start_method()`` resolve names in (3.9-3.15;
     loky registers its contexts the same way).  ``setdefault`` keeps a
     context that is already there, so importing mpguard twice, or reloading
     it, changes nothing.
@@ -70,7 +71,7 @@ def default_context_if_set() -> object | None:
     the default on first use (gh-109070), after which the program's own
     ``set_start_method()`` raises; ``get_start_method()`` gives only the
     name, which a guarded context shares with its stdlib method.  Reads
-    ``context._default_context._actual_context`` (3.9-3.14).
+    ``context._default_context._actual_context`` (3.9-3.15).
     """
     default: Any = multiprocessing.context._default_context
     return default._actual_context  # type: ignore[no-any-return]
@@ -87,6 +88,25 @@ def guardian_spawn_kwargs() -> dict[str, Any]:
     if sys.version_info >= (3, 11):
         return {"process_group": 0}
     return {"preexec_fn": os.setpgrp}  # pragma: no cover - 3.9/3.10 only
+
+
+def fork_keeps_tracker(keep: bool) -> None:
+    """Say whether the next ``os.fork()`` of this thread is a Process's.
+
+    gh-146313 (3.14.x, 3.13.x): the resource tracker's at-fork handler
+    closes the tracker pipe in a raw ``os.fork()`` child, unless
+    ``resource_tracker._fork_intent.preserve_fd`` is set, as
+    ``popen_fork.Popen._launch`` does around its fork; then the child reuses
+    the parent's tracker (gh-80849).  A guarded fork child is a Process and
+    must keep it too.  Call with True before the fork and with False right
+    after it, in both the parent and the child.  No-op on Pythons without
+    the flag.
+    """
+    from multiprocessing import resource_tracker  # noqa: PLC0415 - cached
+
+    intent = getattr(resource_tracker, "_fork_intent", None)
+    if intent is not None:
+        intent.preserve_fd = keep
 
 
 def interpreter_flags() -> list[str]:
@@ -148,7 +168,7 @@ def pickle_for_child(popen: Any, process_obj: Any) -> io.BytesIO:
     child must inherit.
 
     The stdlib's protocol (popen_spawn_posix / popen_forkserver
-    ``_launch``, 3.9-3.13): ``set_spawning_popen`` makes ``DupFd`` append
+    ``_launch``, 3.9-3.15): ``set_spawning_popen`` makes ``DupFd`` append
     to ``popen._fds``; ``get_preparation_data(process._name)``.
     """
     from multiprocessing import reduction, spawn  # noqa: PLC0415 - on use

@@ -8,7 +8,7 @@ Touched: ``Pool._setup_queues``/``_quick_put``/``_quick_get``/
 ``_state``, the SimpleQueue internals ``_reader``/``_writer``, the worker
 loop ``pool.worker``, the chunk helpers ``mapstar``/``starmapstar``, and
 the result classes' ``_job``/``_set``/``_number_left``/``_index``.  Same in
-3.9-3.13.
+3.9-3.15.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def map_chunksize(pool: multiprocessing.pool.Pool, iterable: Any) -> tuple[Any, 
     """``(iterable, chunksize)`` as ``Pool._map_async`` computes them when
     no chunksize is given, but from the pool's size.
 
-    The stdlib (3.9-3.13) divides by ``len(pool._pool)``, the workers
+    The stdlib (3.9-3.15) divides by ``len(pool._pool)``, the workers
     present right now.  That is 0 between the death of every worker and
     the start of their replacements (milliseconds under fork, about 100 ms
     under spawn), and ``map()`` then raises ZeroDivisionError; this was
@@ -94,7 +94,7 @@ def submit_apply(
     """``Pool.apply_async``, calling *before_submit(job)* before the task is
     queued (so that per-job settings are in place when it is dispatched).
 
-    Same body as the stdlib's (3.9-3.13): ``_check_running``, an
+    Same body as the stdlib's (3.9-3.15): ``_check_running``, an
     ``ApplyResult``, one ``(job, 0, func, args, kwds)`` task.
     """
     pool._check_running()  # type: ignore[attr-defined]

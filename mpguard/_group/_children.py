@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import _compat, _platform
 from .._errors import GuardSetupError
+from ._ladder import tree_target
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -216,8 +217,26 @@ class Child:
         os.kill(self.pid, sig)
 
     def _send_signal(self, sig: int) -> None:
-        # The stdlib Popens' terminate() and kill() call this name.
+        # The stdlib Popens' interrupt() (3.14+) calls this name.
         self.send_signal(sig)
+
+    def terminate(self) -> None:
+        """SIGTERM the child and everything below it (``Process.terminate``).
+
+        The stdlib leaves a terminated process's children running as
+        orphans; a guarded child's whole subtree goes, its descendants
+        listed before the signal.  ``ProcessPoolExecutor``'s
+        ``terminate_workers()`` and ``kill_workers()`` (3.14+) end here too.
+        """
+        self._signal_tree(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL the child and everything below it (``Process.kill``)."""
+        self._signal_tree(signal.SIGKILL)
+
+    def _signal_tree(self, sig: int) -> None:
+        if self.returncode is None:
+            tree_target(f"process {self.pid}", [self]).send(sig)
 
 
 class ChildTable:

@@ -374,10 +374,15 @@ class Dispatcher:
     @staticmethod
     def _load(item: _Raw) -> Any:
         try:
-            return ForkingPickler.loads(item.data)
+            value = ForkingPickler.loads(item.data)
         except Exception as e:  # noqa: BLE001 - delivered as the task's error
             # The stdlib's result thread would die here and hang the pool.
             return (item.job, item.index, (False, e))
+        if value[0] is None:
+            # The worker could not unpickle the task, so it could not name
+            # the job (mpguard._pool._worker): the answer is for ours.
+            return (item.job, item.index, value[2])
+        return value
 
     def _drain_wake(self) -> None:
         try:

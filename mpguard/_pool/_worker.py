@@ -73,7 +73,36 @@ class _Inbox:
             self._slot.value = _wire.stamp(msg.seq)
         else:
             self._slot.value = _wire.mark(msg.seq)
-        return ForkingPickler.loads(_wire.payload(msg))
+        try:
+            return ForkingPickler.loads(_wire.payload(msg))
+        except Exception as e:  # noqa: BLE001 - the task's error, not ours
+            # A task this worker cannot unpickle (its function lives in the
+            # parent's ``python -c`` __main__, or in a module this worker
+            # cannot import) fails as that error, and the worker goes on:
+            # raised here it would kill the worker, and every replacement
+            # would die on the same task.  The job is unknown (it is inside
+            # the pickle): None tells the parent to use its own record.
+            return (None, None, _raise, (_with_hint(e),), {})
+
+
+def _raise(error: BaseException) -> None:
+    raise error
+
+
+_HINT = (
+    "mpguard: a spawn or forkserver worker could not unpickle this task; "
+    "define its function and arguments in a module the worker can import "
+    "(not in the main module of `python -c` or an interactive session)"
+)
+
+
+def _with_hint(error: Exception) -> Exception:
+    """*error* with a hint saying why a fresh worker cannot load the task."""
+    if hasattr(error, "add_note"):  # 3.11+: shown under the traceback
+        error.add_note(_HINT)
+    else:  # pragma: no cover - 3.9/3.10
+        error.args = (*error.args, _HINT)
+    return error
 
 
 class _Outbox:

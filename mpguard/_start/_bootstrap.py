@@ -25,7 +25,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ._child import EXIT_SETUP_FAILED
+from .. import _compat
+from ._child import EXIT_SETUP_FAILED, reset_signals
 
 __all__ = ["forkserver_main", "spawn_main"]
 
@@ -44,7 +45,12 @@ def spawn_main(pipe_handle: int, tracker_fd: int, pgid: int) -> None:
 
 
 def forkserver_main(
-    pgid: int, listener_fd: int, alive_r: int, preload: list[str], **kwds: Any
+    pgid: int,
+    signals: tuple[int, ...],
+    listener_fd: int,
+    alive_r: int,
+    preload: list[str],
+    **kwds: Any,
 ) -> None:
     """Entry point of a guarded forkserver.
 
@@ -58,4 +64,11 @@ def forkserver_main(
     _check_group(pgid)
     from multiprocessing import forkserver  # noqa: PLC0415 - after the check
 
+    # The server preloads your main module (3.14+ really does: earlier
+    # versions looked for it under a key the parent never sent), so a
+    # SIGTERM handler installed at import would run in the server on a
+    # teardown's group SIGTERM: the terminate recursion trap, one level up.
+    # Reset the guarded *signals* once the preload is done, as every
+    # guarded child does before its target.
+    _compat.after_forkserver_preload(lambda: reset_signals(signals, pool_worker=True))
     forkserver.main(listener_fd, alive_r, preload, **kwds)

@@ -203,7 +203,7 @@ class GuardedForkContext(GuardedContext, ForkContext):
 
 
 class GuardedForkServerContext(GuardedContext, _compat.ForkServerContextBase):
-    """``get_context("guarded-forkserver")``.  Python 3.9-3.13."""
+    """``get_context("guarded-forkserver")``.  Python 3.9-3.15."""
 
     _name = "forkserver"
     key = "guarded-forkserver"

@@ -1,6 +1,6 @@
 """Guarded fork Popen.
 
-Adapted from CPython ``Lib/multiprocessing/popen_fork.py`` (3.9-3.13).
+Adapted from CPython ``Lib/multiprocessing/popen_fork.py`` (3.9-3.15).
 Differences, each for a reason:
 
 * the guarded signals are blocked around ``fork()`` and the child runs
@@ -98,12 +98,16 @@ class GuardedPopen(Child):
             pipes = ChildPipes.open()
             old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, guard.block)
             _signals.guarded_fork(True)
+            # A Process's fork child reuses the parent's resource tracker;
+            # a raw os.fork() child would close its pipe (gh-146313).
+            _compat.fork_keeps_tracker(True)
             try:
                 pid = os.fork()
                 if pid == 0:  # child: ends in os._exit, never returns
                     code = 1
                     began = False
                     try:
+                        _compat.fork_keeps_tracker(False)
                         for fd in pipes.parent_ends():
                             os.close(fd)
                         code = _child.prepare(plan, old_mask)
@@ -117,6 +121,7 @@ class GuardedPopen(Child):
                             _compat.child_atexit_end()
                         os._exit(code)
             finally:
+                _compat.fork_keeps_tracker(False)
                 _signals.guarded_fork(False)
                 signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
             for fd in pipes.child_ends():

@@ -60,10 +60,13 @@ class GuardedForkServer(forkserver.ForkServer):
 
     def ensure_running(self) -> None:
         """Start the server unless it runs (the stdlib's, in our group)."""
-        # The stdlib fills in the %-fields: listener fd, alive fd, preload
-        # list, keyword dict.
+        # The compat layer fills in the stdlib's %-fields (listener fd,
+        # alive fd, preload list, keyword dict) for this Python.
+        guard = self._guard
+        signals = tuple(int(s) for s in sorted(guard.block))
         command = bootstrap_prog(
-            "forkserver_main", f"{self._guard.pgid}, %d, %d, %r, **%r"
+            "forkserver_main",
+            f"{guard.pgid}, {signals!r}, {_compat.FORKSERVER_MAIN_ARGS}",
         )
         _compat.forkserver_ensure_running(self, command, self._spawn)
 

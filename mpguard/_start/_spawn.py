@@ -1,7 +1,7 @@
 """Guarded spawn Popen.
 
 Adapted from CPython ``Lib/multiprocessing/popen_spawn_posix.py`` (the same
-in 3.9-3.13).  Differences, each for a reason:
+in 3.9-3.15).  Differences, each for a reason:
 
 * the child is started by ``posix_spawn`` *in the guard's process group*
   (``_platform.spawn_in_group``): it is never, even during interpreter
