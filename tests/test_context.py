@@ -319,3 +319,32 @@ def test_set_forkserver_preload_reaches_the_guarded_forkserver(tmp_path, preload
         start_new_session=True,
     )
     assert out.stdout.split() == [str(preload)], out.stderr
+
+
+@pytest.mark.skipif(sys.version_info < (3, 15), reason="on_error= is 3.15+")
+@pytest.mark.parametrize("method", ["guarded-forkserver", "forkserver"])
+def test_forkserver_preload_on_error_fail_is_passed_on(tmp_path, method):
+    # 3.15's set_forkserver_preload(..., on_error="fail"): a module that
+    # cannot be preloaded breaks the forkserver, and starting a process
+    # raises, under the guarded forkserver as under the stdlib's.
+    code = (
+        "import multiprocessing as mp, mpguard\n"
+        "if __name__ == '__main__':\n"
+        f"    ctx = mp.get_context({method!r})\n"
+        "    ctx.set_forkserver_preload(['no_such_module_here'], on_error='fail')\n"
+        "    p = ctx.Process(target=abs, args=(1,))\n"
+        "    try:\n"
+        "        p.start(); p.join(); print('started', p.exitcode)\n"
+        "    except Exception as e:\n"
+        "        print('raised', type(e).__name__)\n"
+    )
+    script = tmp_path / "on_error.py"
+    script.write_text(code)
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        start_new_session=True,
+    )
+    assert out.stdout.split()[0] == "raised", (out.stdout, out.stderr)
