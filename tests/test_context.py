@@ -115,6 +115,19 @@ def test_configure_chooses_the_handled_signals(api):
     assert api["sigterm_after_configure"] == "GuardHandler"
 
 
+def _python_script(tmp_path, code: str) -> subprocess.CompletedProcess[str]:
+    """Run *code* as a script file (children can import its main module)."""
+    script = tmp_path / "main_script.py"
+    script.write_text(code)
+    return subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        start_new_session=True,
+    )
+
+
 def _python(code: str) -> subprocess.CompletedProcess[str]:
     """Run *code* in a fresh interpreter, in its own session."""
     return subprocess.run(
@@ -309,15 +322,7 @@ def test_set_forkserver_preload_reaches_the_guarded_forkserver(tmp_path, preload
         "    p = ctx.Process(target=probe, args=(q,))\n"
         "    p.start(); print(q.get()); p.join()\n"
     )
-    script = tmp_path / "preload.py"  # children import the main module
-    script.write_text(code)
-    out = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        start_new_session=True,
-    )
+    out = _python_script(tmp_path, code)
     assert out.stdout.split() == [str(preload)], out.stderr
 
 
@@ -338,13 +343,5 @@ def test_forkserver_preload_on_error_fail_is_passed_on(tmp_path, method):
         "    except Exception as e:\n"
         "        print('raised', type(e).__name__)\n"
     )
-    script = tmp_path / "on_error.py"
-    script.write_text(code)
-    out = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        start_new_session=True,
-    )
+    out = _python_script(tmp_path, code)
     assert out.stdout.split()[0] == "raised", (out.stdout, out.stderr)

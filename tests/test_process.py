@@ -39,10 +39,11 @@ def test_terminate_and_kill_take_the_subtree(tmp_path, start_method, case, mode)
 
 @pytest.mark.skipif(sys.version_info < (3, 14), reason="kill_workers is 3.14+")
 @pytest.mark.parametrize("mode", MODES)
-def test_executor_kill_workers_takes_what_they_started(tmp_path, start_method, mode):
-    with scenario(
-        "process_api", tmp_path, "executor_kill", mode, method=start_method
-    ) as sc:
+@pytest.mark.parametrize("case", ["executor_kill", "executor_terminate"])
+def test_executor_kill_workers_takes_what_they_started(
+    tmp_path, start_method, case, mode
+):
+    with scenario("process_api", tmp_path, case, mode, method=start_method) as sc:
         r = sc.report()
         assert len(r["grandchild_pids"]) == 2
         if mode == "guarded":

@@ -5,8 +5,9 @@ usage: process_api.py REPORT CASE MODE
 
 CASE terminate / kill: a Process whose target started `sleep 600` is
   terminated (killed); the report says whether the grandchild still runs.
-CASE executor_kill: ProcessPoolExecutor.kill_workers() (3.14+) while each
-  worker's task holds a `sleep 600` grandchild.
+CASE executor_kill / executor_terminate: ProcessPoolExecutor.kill_workers()
+  (terminate_workers(), 3.14+) while each worker's task holds a `sleep 600`
+  grandchild.
 CASE interrupt: Process.interrupt() (3.14+) on a sleeping child.
 CASE unpicklable: the task's function lives in a module the parent imported
   and then deleted from disk, so a fresh worker cannot import it.
@@ -44,22 +45,12 @@ def ready_then_sleep(q) -> None:
     time.sleep(600)
 
 
-def alive(pid: int) -> bool:
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
 def gone_within(pids: list[int], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while any(alive(p) for p in pids):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
+    # Imported here, after the scenario ran: a stdlib control must not have
+    # mpguard loaded while it runs.
+    from mpguard.testing import wait_gone
+
+    return not wait_gone(pids, timeout)
 
 
 def main() -> None:
@@ -78,7 +69,7 @@ def main() -> None:
             grandchild_pid=grandchild,
             grandchild_gone=gone_within([grandchild], 1.0),
         )
-    elif case == "executor_kill":
+    elif case in ("executor_kill", "executor_terminate"):
         import concurrent.futures as cf
 
         pidfile = os.path.join(os.path.dirname(os.path.abspath(path)), "gc.pids")
@@ -92,7 +83,10 @@ def main() -> None:
                     pids = [int(x) for x in f.read().split()]
             time.sleep(0.01)
         workers = list(ex._processes)
-        ex.kill_workers()
+        if case == "executor_kill":
+            ex.kill_workers()
+        else:
+            ex.terminate_workers()
         out.update(
             grandchild_pids=pids,
             worker_pids=workers,
