@@ -245,9 +245,12 @@ def install(
     return installed
 
 
-def installed() -> dict[signal.Signals, GuardHandler]:
-    """The handlers mpguard installed in this process, by signal."""
-    return dict(_installed)
+def installed() -> bool:
+    """True while handlers mpguard installed are in place in this process.
+
+    Asked on every guarded start: a truth test, not a copy of the table.
+    """
+    return bool(_installed)
 
 
 def uninstall() -> bool:

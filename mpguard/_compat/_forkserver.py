@@ -98,11 +98,7 @@ def forkserver_ensure_running(
     with server._lock:
         resource_tracker.ensure_running()
         if server._forkserver_pid is not None:
-            try:
-                pid, _ = os.waitpid(server._forkserver_pid, os.WNOHANG)
-            except ChildProcessError:
-                pid = server._forkserver_pid
-            if not pid:
+            if not _exited(server._forkserver_pid):
                 return  # still alive
             os.close(server._forkserver_alive_fd)
             _forget(server)
@@ -223,13 +219,17 @@ def forkserver_poll(server: Any) -> bool:
     """
     with server._lock:
         pid = server._forkserver_pid
-        if pid is None:
-            return True
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            done = pid
-        return bool(done)
+        return pid is None or _exited(pid)
+
+
+def _exited(pid: int) -> bool:
+    """Reap server *pid* if it exited.  One already reaped (by our reaper,
+    or behind our back) counts as exited too."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return bool(done)
 
 
 def forkserver_detach(server: Any) -> tuple[int, int] | None:
