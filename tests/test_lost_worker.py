@@ -91,3 +91,55 @@ def test_control_stdlib_map_hangs_when_a_worker_dies(tmp_path, start_method):
         r = sc.report(LONG)
         assert r["hung"], r  # map_async().get(timeout=3) timed out
         assert VICTIM not in r["done"]
+
+
+class _Gone:
+    """A worker process as the dispatcher sees it after it was SIGKILLed."""
+
+    pid = 4242
+    exitcode = -signal.SIGKILL
+
+
+def _wake_pending(d) -> bool:
+    import select
+
+    return bool(select.select([d._wake_r], [], [], 0)[0])
+
+
+@pytest.mark.parametrize("pop_meanwhile", [False, True])
+def test_a_lost_task_always_wakes_the_result_loop(pop_meanwhile):
+    # The interleaving behind a rare hang: the worker handler reports a
+    # death while the result loop pops an older result.  Deciding to wake
+    # the loop by comparing the results' length before and after missed
+    # the new one, and the loop slept on it: the lost task's get() hung.
+    # Replayed here deterministically: the "loop" pops inside died().
+    import multiprocessing
+
+    from mpguard._pool import _wire
+    from mpguard._pool._dispatch import Dispatcher
+    from mpguard._pool._schedule import Task
+
+    ctrl, _keep = multiprocessing.Pipe(duplex=False)
+    d = Dispatcher(ctrl, task_timeout=None, processes=1)
+    try:
+        w = d.prepare(d.channel(), None)
+        d.started(w, _Gone())
+        t = Task(1, ("job", 0, abs, (1,), {}), b"", None)
+        w.outstanding[t.seq] = t
+        w.stamp.value = _wire.mark(t.seq)  # it had started the task
+        d._results.append("an older result")
+        if pop_meanwhile:
+            forget = d._forget
+
+            def forget_while_loop_pops(*args, **kwargs):
+                d._results.popleft()  # the result loop, on its thread
+                return forget(*args, **kwargs)
+
+            d._forget = forget_while_loop_pops
+        d.died(w)
+        assert [r[0] for r in d._results if r != "an older result"] == ["job"]
+        assert _wake_pending(d)
+    finally:
+        d.close()
+        ctrl.close()
+        _keep.close()

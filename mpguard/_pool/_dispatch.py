@@ -401,7 +401,8 @@ class Dispatcher:
             self._sched.refill(w)
             self._wake_put()
 
-    def _read_results(self, w: _Worker) -> None:
+    def _read_results(self, w: _Worker) -> int:
+        """Queue what *w* has answered (lock held); return how many."""
         sock = w.channel.parent
         done = self._sched.done
         results = self._results
@@ -423,6 +424,7 @@ class Dispatcher:
             got += 1
         if got:
             self._sched.answered(w, got)
+        return got
 
     def died(self, w: _Worker) -> None:
         """*w* exited and was reaped: deliver its results, requeue its
@@ -433,17 +435,21 @@ class Dispatcher:
         watching the same pidfds here too would only add a second thread
         wake-up per exit.  Idempotent.
         """
-        before = len(self._results)
-        self._died(w)
-        if len(self._results) != before:
+        # Counted by _died, not by comparing len(self._results) before and
+        # after: the loop pops results concurrently, and a pop between the
+        # two reads hid the new one, so the loop slept on a result it never
+        # returned (the lost task's get() hung).
+        if self._died(w):
             self._wake()  # the loop may be asleep with nothing else to do
 
-    def _died(self, w: _Worker) -> None:
+    def _died(self, w: _Worker) -> int:
+        """Do :meth:`died`'s work; return how many results it added."""
         with self._lock:
             if w.dead:
-                return
+                return 0
+            read = 0
             if w.outstanding:  # the common exit (maxtasksperchild) skips this
-                self._read_results(w)
+                read = self._read_results(w)
             exitcode = w.proc.exitcode
             # The worker is gone: its slot word is final.
             lost, given_up = self._sched.died(w, w.stamp.value, exitcode)
@@ -464,6 +470,7 @@ class Dispatcher:
                 hint="check the pool's initializer",
             )
             self._results.append((t.job, t.index, (False, err)))
+        return read + len(lost) + len(given_up)
 
     def _lost(self, w: _Worker, t: Task, exitcode: int | None) -> Exception:
         if w.killed_for == t.seq:
