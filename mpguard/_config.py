@@ -4,6 +4,8 @@ Environment variables are parsed here and nowhere else:
 
 ``MPGUARD_GRACE``
     default grace period in seconds (float, ``>= 0``).
+``MPGUARD_PARENT_DEATH_GRACE``
+    default :attr:`GuardPolicy.parent_death_grace` (float, 0 to 0.9).
 ``MPGUARD_DISABLE``
     comma-separated capabilities to treat as missing, for testing the
     fallbacks on Linux (``pidfd``).
@@ -29,6 +31,9 @@ __all__ = [
 ]
 
 DEFAULT_GRACE = 1.0
+#: The longest parent-death grace: the group must be gone within 1 s of
+#: the parent's death whatever the policy (the guardian needs the rest).
+MAX_PARENT_DEATH_GRACE = 0.9
 DEFAULT_SIGNALS: tuple[signal.Signals, ...] = (
     signal.SIGTERM,
     signal.SIGINT,
@@ -58,11 +63,24 @@ class GuardPolicy:
             torn down.
         signals: signals handled in the parent.  SIGINT raises
             KeyboardInterrupt as usual; every other one tears the group down
-            and then ends the parent with the same signal.
+            and then ends the parent with the same signal.  Children start
+            with these at their default action either way.
+        parent_handlers: install mpguard's handlers for *signals* in the
+            parent.  False leaves the parent's signals to the application
+            (Celery's warm and cold shutdown): the guardian still covers
+            the parent's death, and children still start with *signals* at
+            their default action, so an inherited handler never recurses.
+        parent_death_grace: when the parent dies, seconds between the
+            guardian's SIGTERM to the group and its SIGKILL.  0 (default):
+            SIGKILL at once.  At most 0.9, so that the group is gone within
+            1 s whatever the policy; a child that handles SIGTERM can clean
+            up in that time.
     """
 
     grace: float = DEFAULT_GRACE
     signals: tuple[signal.Signals, ...] = DEFAULT_SIGNALS
+    parent_handlers: bool = True
+    parent_death_grace: float = 0.0
 
 
 def validate_seconds(value: object, name: str, *, allow_zero: bool) -> float:
@@ -87,6 +105,18 @@ def validate_grace(grace: object) -> float:
     return validate_seconds(grace, "grace", allow_zero=True)
 
 
+def validate_parent_death_grace(value: object) -> float:
+    """Return *value* as a parent-death grace, or raise ValueError/TypeError."""
+    seconds = validate_seconds(value, "parent_death_grace", allow_zero=True)
+    if seconds > MAX_PARENT_DEATH_GRACE:
+        msg = (
+            f"parent_death_grace must be at most {MAX_PARENT_DEATH_GRACE} s, so "
+            f"that the group is gone within 1 s of the parent's death (got {value!r})"
+        )
+        raise ValueError(msg)
+    return seconds
+
+
 def _validate_signals(sigs: Iterable[int]) -> tuple[signal.Signals, ...]:
     out: list[signal.Signals] = []
     for sig in sigs:
@@ -105,14 +135,26 @@ def _validate_signals(sigs: Iterable[int]) -> tuple[signal.Signals, ...]:
 
 
 def _policy_from_env() -> GuardPolicy:
+    policy = GuardPolicy()
     raw = os.environ.get("MPGUARD_GRACE")
-    if raw is None:
-        return GuardPolicy()
-    try:
-        return GuardPolicy(grace=validate_grace(float(raw)))
-    except ValueError:
-        msg = f"MPGUARD_GRACE must be a number of seconds >= 0 (got {raw!r})"
-        raise ValueError(msg) from None
+    if raw is not None:
+        try:
+            policy = replace(policy, grace=validate_grace(float(raw)))
+        except ValueError:
+            msg = f"MPGUARD_GRACE must be a number of seconds >= 0 (got {raw!r})"
+            raise ValueError(msg) from None
+    raw = os.environ.get("MPGUARD_PARENT_DEATH_GRACE")
+    if raw is not None:
+        try:
+            seconds = validate_parent_death_grace(float(raw))
+        except ValueError:
+            msg = (
+                "MPGUARD_PARENT_DEATH_GRACE must be a number of seconds from 0 "
+                f"to {MAX_PARENT_DEATH_GRACE} (got {raw!r})"
+            )
+            raise ValueError(msg) from None
+        policy = replace(policy, parent_death_grace=seconds)
+    return policy
 
 
 _policy = _policy_from_env()
@@ -127,6 +169,8 @@ def configure(
     *,
     grace: float | None = None,
     signals: Iterable[int] | None = None,
+    parent_handlers: bool | None = None,
+    parent_death_grace: float | None = None,
 ) -> GuardPolicy:
     """Change the process-wide guard policy.
 
@@ -139,13 +183,20 @@ def configure(
         signals: the signals to handle in the parent (default SIGTERM,
             SIGINT, SIGHUP).  An empty tuple installs no handler; parent
             death is still covered by the guardian.
+        parent_handlers: False leaves the parent's signals to the program
+            (see :class:`GuardPolicy`); handlers already installed are
+            removed.
+        parent_death_grace: seconds from SIGTERM to SIGKILL when the parent
+            dies (default 0: SIGKILL at once; at most 0.9).  Applies to
+            guards started from now on.
 
     Returns:
         The new policy.
 
     Raises:
-        ValueError: an unknown or uncatchable signal, or a negative grace.
-        TypeError: *grace* is not a number.
+        ValueError: an unknown or uncatchable signal, a negative grace, or
+            a parent-death grace above 0.9 s.
+        TypeError: a grace is not a number, or *parent_handlers* not a bool.
     """
     global _policy
     new = _policy
@@ -153,6 +204,16 @@ def configure(
         new = replace(new, grace=validate_grace(grace))
     if signals is not None:
         new = replace(new, signals=_validate_signals(signals))
+    if parent_handlers is not None:
+        flag: object = parent_handlers  # checked at run time: callers are untyped
+        if not isinstance(flag, bool):
+            msg = f"parent_handlers must be True or False (got {flag!r})"
+            raise TypeError(msg)
+        new = replace(new, parent_handlers=parent_handlers)
+    if parent_death_grace is not None:
+        new = replace(
+            new, parent_death_grace=validate_parent_death_grace(parent_death_grace)
+        )
     _policy = new
     for listener in list(_listeners):
         listener(new)

@@ -32,3 +32,36 @@ def no_leaked_children():
         except psutil.Error:
             pass
     assert not left, f"leaked processes: {describe(left)}"
+
+
+# --- a real redis-server for the Celery tests ---------------------------------
+#
+# pytest-redis starts the redis-server binary on a free loopback port for the
+# session and stops it afterwards.  Without the binary the Celery tests skip,
+# except in CI (.ci/run sets MPGUARD_REQUIRE_REDIS), where they fail.
+
+try:
+    from pytest_redis import factories as _redis_factories
+except ImportError:  # pragma: no cover - the test extra brings it
+    _redis_factories = None
+else:
+    mpguard_redis_proc = _redis_factories.redis_proc(port=None, save="")
+
+
+@pytest.fixture(scope="session")
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """``redis://127.0.0.1:PORT/0`` of a real redis-server for this session."""
+    import os
+    import shutil
+
+    why = None
+    if shutil.which("redis-server") is None:
+        why = "redis-server is not on PATH (apt-get install redis-server)"
+    elif _redis_factories is None:
+        why = "pytest-redis is not installed (pip install -e '.[test]')"
+    if why is not None:
+        if os.environ.get("MPGUARD_REQUIRE_REDIS"):
+            pytest.fail(f"the Celery tests need a real redis-server: {why}")
+        pytest.skip(why)
+    proc = request.getfixturevalue("mpguard_redis_proc")
+    return f"redis://{proc.host}:{proc.port}/0"

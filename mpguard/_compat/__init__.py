@@ -18,7 +18,16 @@ billiard object is read anywhere else in mpguard.
 
 from __future__ import annotations
 
-from ._billiard import register_billiard_context, stop_billiard_respawn
+from ._billiard import (
+    billiard_pool_state,
+    billiard_popen,
+    billiard_worker_by_pid,
+    billiard_worker_hooked,
+    guarded_timeout_handler,
+    mark_job_terminated,
+    register_billiard_context,
+    stop_billiard_respawn,
+)
 from ._forkserver import (
     FORKSERVER_MAIN_ARGS,
     FORKSERVER_SUPPORTED,
@@ -45,6 +54,7 @@ from ._mp import (
     pickle_for_child,
     popen_fds,
     process_popen,
+    reap_dropped_popens,
     register_context,
     run_process,
 )
@@ -66,6 +76,10 @@ __all__ = [
     "ForkServerContextBase",
     "PoolBase",
     "after_forkserver_preload",
+    "billiard_popen",
+    "billiard_pool_state",
+    "billiard_worker_by_pid",
+    "billiard_worker_hooked",
     "check_available",
     "child_atexit_begin",
     "child_atexit_end",
@@ -78,14 +92,17 @@ __all__ = [
     "forkserver_pid",
     "forkserver_poll",
     "forkserver_preload",
+    "guarded_timeout_handler",
     "guardian_spawn_kwargs",
     "interpreter_flags",
     "map_chunksize",
+    "mark_job_terminated",
     "pickle_for_child",
     "pool_worker",
     "popen_fds",
     "process_popen",
     "read_signed",
+    "reap_dropped_popens",
     "register_billiard_context",
     "register_context",
     "replace_pool_terminator",

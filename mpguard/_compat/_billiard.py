@@ -1,16 +1,31 @@
 """billiard's internals (billiard 4.x, Celery's multiprocessing fork).
 
 Touched: ``billiard.context._concrete_contexts``, ``Supervisor._state``,
-``Pool._state``, ``billiard.pool.TERMINATE``, ``threading._active``.
+``Pool._state``, ``billiard.pool.TERMINATE``, ``threading._active``,
+``Pool._process_by_pid``, ``Process._popen``, the ``_controlled_termination``
+and ``_job_terminated`` marks, ``TimeoutHandler._trywaitkill`` and
+``Worker._make_child_methods`` (overridden).
 """
 
 from __future__ import annotations
 
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["register_billiard_context", "stop_billiard_respawn"]
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = [
+    "billiard_popen",
+    "billiard_pool_state",
+    "billiard_worker_by_pid",
+    "billiard_worker_hooked",
+    "guarded_timeout_handler",
+    "mark_job_terminated",
+    "register_billiard_context",
+    "stop_billiard_respawn",
+]
 
 
 def register_billiard_context(name: str, ctx: object) -> object:
@@ -60,3 +75,71 @@ def stop_billiard_respawn() -> None:
             pool = getattr(thread, "pool", None)
             if pool is not None:
                 pool._state = pool_mod.TERMINATE
+
+
+def billiard_popen(proc: Any) -> Any:
+    """A billiard process's Popen, or None before it started."""
+    return getattr(proc, "_popen", None)
+
+
+def billiard_pool_state(pool: Any) -> Any:
+    """A billiard Pool's ``_state`` (RUN, CLOSE, TERMINATE)."""
+    return pool._state
+
+
+def billiard_worker_by_pid(pool: Any, pid: int) -> Any:
+    """The worker process of billiard *pool* whose pid is *pid*, or None."""
+    proc, _ = pool._process_by_pid(pid)
+    return proc
+
+
+def mark_job_terminated(proc: Any) -> None:
+    """Mark *proc* as terminated on purpose, as ``Pool.terminate_job`` does:
+    billiard then reports its job as terminated, not as a lost worker."""
+    proc._controlled_termination = True
+    proc._job_terminated = True
+
+
+def guarded_timeout_handler(kill: Callable[[Any], None]) -> type:
+    """billiard's ``TimeoutHandler`` with *kill(worker)* for a hard limit.
+
+    billiard's ``_trywaitkill`` sends SIGTERM to the worker (to its whole
+    group only if the worker leads one, billiard PR #204), then SIGKILL to
+    the worker alone after 0.1 s: what the task started runs on.  Both the
+    threaded Pool and Celery's AsynPool end a hard time limit there.
+    """
+    import billiard.pool  # noqa: PLC0415 - optional dependency
+
+    class TimeoutHandler(billiard.pool.TimeoutHandler):  # type: ignore[misc]
+        def _trywaitkill(self, worker: Any) -> None:
+            kill(worker)
+
+    return TimeoutHandler
+
+
+def billiard_worker_hooked(base: type, waiting: Callable[[bool], object]) -> type:
+    """billiard Worker class *base* that calls ``waiting(True)`` in the
+    worker process before each wait for a job and ``waiting(False)`` once
+    the wait returns.
+
+    billiard's ``Worker._make_child_methods`` builds ``wait_for_job``, the
+    one call the work loop makes between jobs; it is wrapped there.  The
+    wait may block until the next job arrives (Celery's AsynPool reads a
+    whole payload), so *waiting* is told, not polled.
+    """
+
+    class Worker(base):  # type: ignore[misc,valid-type,unused-ignore]
+        def _make_child_methods(self, *args: Any, **kwargs: Any) -> None:
+            super()._make_child_methods(*args, **kwargs)
+            wait_for_job: Any = getattr(self, "wait_for_job")  # noqa: B009 - untyped
+
+            def wait_for_job_between_jobs(*a: Any, **kw: Any) -> Any:
+                waiting(True)
+                try:
+                    return wait_for_job(*a, **kw)
+                finally:
+                    waiting(False)
+
+            self.wait_for_job = wait_for_job_between_jobs
+
+    return Worker

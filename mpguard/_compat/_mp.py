@@ -28,6 +28,7 @@ __all__ = [
     "pickle_for_child",
     "popen_fds",
     "process_popen",
+    "reap_dropped_popens",
     "register_context",
     "run_process",
 ]
@@ -182,3 +183,20 @@ def pickle_for_child(popen: Any, process_obj: Any) -> io.BytesIO:
     finally:
         multiprocessing.context.set_spawning_popen(None)  # type: ignore[attr-defined,unused-ignore]
     return buf
+
+
+def reap_dropped_popens() -> None:
+    """Let ``subprocess`` reap the ``Popen`` objects their owners dropped.
+
+    A ``Popen`` collected while its child runs goes into
+    ``subprocess._active``, and ``subprocess._cleanup()`` polls that list,
+    but only when the next ``Popen`` is created: a worker whose last task
+    dropped one keeps a zombie until then.  Both names are private
+    (3.9-3.15); without them, nothing is done and the zombie is left to the
+    owner-aware sweep, which treats a listed ``Popen`` as owned.
+    """
+    import subprocess  # noqa: PLC0415 - loaded by any program that has one
+
+    cleanup = getattr(subprocess, "_cleanup", None)
+    if cleanup is not None:
+        cleanup()

@@ -10,11 +10,13 @@ Modules:
   ``_guardian_main``: the script the guardian runs;
 * ``_children``: the :class:`GuardedChild` protocol, the :class:`Child`
   handle, and the one table of live children with its reaper thread;
-* ``_ladder``: the one escalation ladder (SIGTERM, grace, SIGKILL, reap).
+* ``_ladder``: the one escalation ladder (SIGTERM, grace, SIGKILL, reap);
+* ``_orphans``: children nobody waits for, reaped without stealing a
+  status; the owner as a child subreaper, killing a dead child's orphans.
 
 Nothing here names a start method, a pool or an integration: they register
 hooks (:func:`on_teardown`, :meth:`Guard.on_teardown`,
-:meth:`Guard.resource`).
+:meth:`Guard.on_child_exit`, :meth:`Guard.resource`).
 """
 
 from __future__ import annotations
@@ -33,9 +35,12 @@ from ._guard import (
     shutdown,
 )
 from ._ladder import Target, escalate, kill_now, kill_tree, tree_target
+from ._orphans import AbandonedReaper, Adopter, owned_pids
 
 __all__ = [
     "LINGER",
+    "AbandonedReaper",
+    "Adopter",
     "Child",
     "ChildPlan",
     "ChildTable",
@@ -52,6 +57,7 @@ __all__ = [
     "kill_now",
     "kill_tree",
     "on_teardown",
+    "owned_pids",
     "release",
     "shutdown",
     "tree_target",

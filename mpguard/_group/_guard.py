@@ -148,6 +148,7 @@ class Guard:
         self._plans: dict[bool, ChildPlan] = {}
         self._resources: dict[str, Any] = {}
         self._hooks: list[tuple[Any, Callable[[Any], None], bool]] = []
+        self._exit_hooks: list[Callable[[GuardedChild], None]] = []
         self.reason: str | None = None
         self._teardown: Target | None = None
         if _platform.CAPS.system == "darwin":
@@ -166,7 +167,7 @@ class Guard:
                 GuardDegradedWarning,
                 stacklevel=4,
             )
-        self.guardian = Guardian(self.owner_pid, self.block)
+        self.guardian = Guardian(self.owner_pid, self.block, policy.parent_death_grace)
         self.pgid = self.guardian.pgid
         self.lifeline_w = self.guardian.lifeline_w
         self.children = ChildTable(self._tick)
@@ -304,7 +305,28 @@ class Guard:
         with self.lock:
             if self.children.discard(child):
                 self._maybe_idle()
+            hooks = list(self._exit_hooks)
         log.debug("reaped pid=%d exitcode=%s", child.pid, child.returncode)
+        for hook in hooks:
+            try:
+                hook(child)
+            except Exception:
+                log.warning("child exit hook %r failed", hook, exc_info=True)
+
+    def on_child_exit(self, hook: Callable[[GuardedChild], None]) -> None:
+        """Run *hook(child)* each time a guarded child has been reaped.
+
+        Called in the thread that reaped it (the guard's reaper, or a pool
+        polling its worker): keep it short.
+        """
+        with self.lock:
+            self._exit_hooks.append(hook)
+
+    def remove_child_exit(self, hook: Callable[[GuardedChild], None]) -> None:
+        """Undo :meth:`on_child_exit`."""
+        with self.lock:
+            if hook in self._exit_hooks:
+                self._exit_hooks.remove(hook)
 
     def release_fd(self, fd: int) -> None:
         """Stop watching *fd* before its owner closes it."""
@@ -319,6 +341,18 @@ class Guard:
             if res is None:
                 res = self._resources[key] = factory(self)
             return res  # type: ignore[no-any-return,unused-ignore]
+
+    def known_pids(self) -> set[int]:
+        """Every process this guard started: the guardian, its helpers (a
+        forkserver) and the registered children."""
+        with self.lock:
+            pids = {self.pgid}
+            pids.update(c.pid for c in self.children.members())
+            for res in self._resources.values():
+                pid = getattr(res, "pid", None)
+                if isinstance(pid, int):
+                    pids.add(pid)
+        return pids
 
     def on_teardown(
         self,
@@ -516,6 +550,8 @@ def _ensure_handlers() -> None:
         _handlers_tried and threading.current_thread() is not threading.main_thread()
     ):
         return
+    if not get_policy().parent_handlers:
+        return  # the program handles its own signals (Celery)
     _handlers_tried = True
     _signals.install(get_policy().signals, os.getpid(), _on_signal)
 

@@ -41,6 +41,8 @@ class Guardian:
         owner_pid: the process whose death the guardian watches.
         block: signals blocked while it is spawned (it ignores them before
             unblocking, so a group-wide SIGTERM never takes it down early).
+        death_grace: seconds between SIGTERM and SIGKILL of the group when
+            the owner dies (0: SIGKILL at once).
 
     Attributes:
         pgid: the guardian's pid: the guard's process group id.
@@ -54,7 +56,9 @@ class Guardian:
             guardian did not become a group leader.
     """
 
-    def __init__(self, owner_pid: int, block: Iterable[int]) -> None:
+    def __init__(
+        self, owner_pid: int, block: Iterable[int], death_grace: float = 0.0
+    ) -> None:
         if not sys.executable:
             msg = "cannot start the guardian: sys.executable is empty"
             raise GuardSetupError(msg, hint="mpguard needs a Python executable")
@@ -71,6 +75,7 @@ class Guardian:
                     GUARDIAN_PATH,
                     str(owner_pid),
                     str(lifeline_r),
+                    repr(float(death_grace)),
                 ],
                 pass_fds=(lifeline_r,),
                 stdin=subprocess.DEVNULL,

@@ -1,6 +1,6 @@
 """The guardian: leader of a guard's process group.
 
-Run as ``python -I -S _guardian_main.py OWNER_PID LIFELINE_FD`` by the owner
+Run as ``python -I -S _guardian_main.py OWNER_PID LIFELINE_FD GRACE`` by the owner
 (the user's process) with ``setpgid(0, 0)`` applied before exec, so its pid
 is the group id every guarded child joins.  It imports nothing from mpguard
 and runs no user code.
@@ -30,14 +30,50 @@ import os
 import select
 import signal
 import sys
+import time
 
 _IGNORED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
 
 
+def _others_left(me: int) -> bool:
+    """Whether a live process other than us is still in group *me*."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        fields = data[data.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == me and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
+
+
+def _end_group(me: int, grace: float) -> None:
+    """SIGTERM the group and give it *grace* seconds, then SIGKILL it."""
+    if grace > 0:
+        # We ignore SIGTERM ourselves.  A child with PR_SET_PDEATHSIG or a
+        # SIGTERM handler gets to clean up; the wait ends as soon as the
+        # group is empty (only /proc can tell: we are a member ourselves).
+        os.killpg(me, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                if not _others_left(me):
+                    break
+            except OSError:  # no /proc: wait out the grace
+                pass
+            time.sleep(0.01)
+    os.killpg(me, signal.SIGKILL)
+
+
 def main(argv: list[str]) -> int:
-    """Watch the owner; SIGKILL our own group when it is gone."""
+    """Watch the owner; end our own group when it is gone."""
     owner = int(argv[1])
     lifeline = int(argv[2])
+    grace = float(argv[3]) if len(argv) > 3 else 0.0
     for name in _IGNORED:
         signal.signal(getattr(signal, name), signal.SIG_IGN)
     # The owner blocked these while spawning us; they are ignored now.
@@ -60,7 +96,7 @@ def main(argv: list[str]) -> int:
             break
         if lifeline in ready and not os.read(lifeline, 64):
             break  # EOF: the owner exited or released us
-    os.killpg(os.getpid(), signal.SIGKILL)
+    _end_group(os.getpid(), grace)
     return 0  # pragma: no cover - the line above kills us too
 
 

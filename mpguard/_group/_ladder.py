@@ -39,6 +39,7 @@ __all__ = [
     "escalate",
     "kill_now",
     "kill_tree",
+    "pids_target",
     "procs_alive",
     "signal_procs",
     "snapshot_descendants",
@@ -230,3 +231,33 @@ def kill_now(children: Sequence[GuardedChild]) -> None:
     """
     if any(c.returncode is None for c in children):
         escalate(tree_target("overrunning task", children), 0.0, term=False)
+
+
+def pids_target(label: str, pids: Iterable[int]) -> Target:
+    """A ladder target: processes *pids* and everything below them.
+
+    For processes that are not guarded children (a task's leftovers, a dead
+    worker's orphans): all of them are snapshot now as psutil handles, so a
+    later signal cannot hit a recycled pid.
+    """
+    roots = list(pids)
+    table = _platform.process_table()
+    live = {e.pid for e in table if not e.zombie}
+    wanted = [
+        pid for pid in [*roots, *_platform.descendants(roots, table)] if pid in live
+    ]
+    procs: list[psutil.Process] = []
+    if wanted:
+        import psutil  # noqa: PLC0415 - only when there is something to kill
+
+        for pid in wanted:
+            try:
+                procs.append(psutil.Process(pid))
+            except psutil.Error:
+                continue
+    return Target(
+        label,
+        lambda sig: signal_procs(procs, sig),
+        lambda: procs_alive(procs) if procs else 0,
+        list,
+    )

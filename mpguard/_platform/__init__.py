@@ -45,8 +45,10 @@ __all__ = [
     "probe",
     "process_table",
     "read_anon_file",
+    "set_child_subreaper",
     "shared_page",
     "spawn_in_group",
+    "waiting_child",
 ]
 
 POSIX = os.name == "posix"
@@ -261,6 +263,46 @@ def descendants(roots: list[int], table: list[ProcEntry]) -> list[int]:
 def group_members(pgid: int, table: list[ProcEntry]) -> list[int]:
     """Live (non-zombie) members of process group *pgid*."""
     return [e.pid for e in table if e.pgid == pgid and not e.zombie]
+
+
+#: prctl(2) option: orphans below the caller are reparented to it, not init.
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def set_child_subreaper(on: bool) -> None:
+    """Make this process a child subreaper (or stop being one).
+
+    A process that dies leaves its children to the nearest ancestor that is
+    a subreaper, instead of init (prctl(2), ``PR_SET_CHILD_SUBREAPER``), so
+    that orphans can still be found, and must then be reaped, here.
+
+    Raises:
+        UnsupportedPlatformError: not Linux >= 3.4.
+        GuardSetupError: prctl failed.
+    """
+    if not CAPS.subreaper:
+        msg = "a child subreaper needs Linux >= 3.4 (PR_SET_CHILD_SUBREAPER)"
+        raise UnsupportedPlatformError(msg)
+    import ctypes  # noqa: PLC0415 - only where a subreaper is used
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        msg = f"prctl(PR_SET_CHILD_SUBREAPER) failed: {os.strerror(err)}"
+        raise GuardSetupError(msg, errno=err)
+
+
+def waiting_child() -> int | None:
+    """The pid of one exited, unreaped child of this process, or None.
+
+    Reaps nothing (``WNOWAIT``): one system call that tells whether a
+    zombie-finding scan is needed at all.
+    """
+    try:
+        res = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return None
+    return None if res is None else res.si_pid
 
 
 def killpg(pgid: int, sig: int) -> None:

@@ -211,14 +211,28 @@ class Scenario:
                 except psutil.Error:
                     pass
         roots.extend(_session(self.proc.pid))
+        # One pass over the process table for the whole walk: a scenario
+        # that leaves a thousand zombies in its session (the control of a
+        # zombie test) would otherwise cost a full scan per process.
+        below: dict[int, list[int]] = {}
+        for proc in psutil.process_iter(["ppid"]):
+            below.setdefault(proc.info["ppid"], []).append(proc.pid)
         ordered: dict[int, psutil.Process] = {}
         for root in roots:
-            try:
-                kids = root.children(recursive=True)
-            except psutil.Error:
-                kids = []
-            for k in reversed(kids):
-                ordered.setdefault(k.pid, k)
+            found: list[int] = []
+            todo = [root.pid]
+            while todo:
+                for kid in below.get(todo.pop(), ()):
+                    if kid not in found:
+                        found.append(kid)
+                        todo.append(kid)
+            for pid in reversed(found):
+                if pid in ordered:
+                    continue
+                try:
+                    ordered[pid] = psutil.Process(pid)
+                except psutil.Error:
+                    continue
         for root in roots:
             ordered.setdefault(root.pid, root)
         return list(ordered.values())
