@@ -40,7 +40,7 @@ def celery_app(broker: str) -> Any:
     if str(SCENARIOS) not in sys.path:
         sys.path.insert(0, str(SCENARIOS))
     mod = importlib.import_module("celery_proj")
-    if mod.BROKER != broker:  # pragma: no cover - one server per session
+    if broker != mod.BROKER:  # pragma: no cover - one server per session
         mod = importlib.reload(mod)
     return mod
 
@@ -91,7 +91,8 @@ class CeleryWorker:
 
     def stats(self) -> dict[str, Any]:
         """``inspect().stats()`` of this worker."""
-        got = self.proj.app.control.inspect(destination=[self.hostname], timeout=5).stats()
+        inspect = self.proj.app.control.inspect(destination=[self.hostname], timeout=5)
+        got = inspect.stats()
         assert got, f"no stats reply; {self.log()}"
         return dict(got[self.hostname])
 

@@ -22,7 +22,6 @@ pytestmark = pytest.mark.linux
 
 from _celery import celery_worker  # noqa: E402 - after the importorskip
 
-
 guarded_and_control = pytest.mark.parametrize("pool", ["guarded", "stock"])
 
 
@@ -85,7 +84,8 @@ def test_main_sigkill_takes_pool_children_and_grandchildren(
         if pool == "guarded":
             left = wait_gone(workers + grandchildren, 1.0)
             assert not left, describe(left)
-            print(f"celery kill -9: tree gone in {(time.monotonic() - t0) * 1e3:.0f} ms")
+            ms = (time.monotonic() - t0) * 1e3
+            print(f"celery kill -9: tree gone in {ms:.0f} ms")
         else:
             # Celery's PR_SET_PDEATHSIG takes the pool children; what the
             # tasks started runs on (celery/celery#102).
@@ -273,8 +273,11 @@ def test_max_tasks_per_child_and_process_signals(tmp_path, redis_url):
         # worker_process_init ran in each; worker_process_shutdown in the
         # ones that were recycled.
         assert wait_for(lambda: pids <= {r["pid"] for r in w.reports("init-")}, SHORT)
-        done = {r["pid"] for r in w.reports("shutdown-")}
-        assert wait_for(lambda: len(pids & {r["pid"] for r in w.reports("shutdown-")}) >= 3, SHORT), done
+
+        def shut() -> set[int]:
+            return pids & {r["pid"] for r in w.reports("shutdown-")}
+
+        assert wait_for(lambda: len(shut()) >= 3, SHORT), shut()
         assert w.send("soft", 5, soft_time_limit=0.5).get(timeout=LONG) == "soft limit"
 
 
@@ -303,4 +306,5 @@ def test_autoscale(tmp_path, redis_url):
         assert wait_for(lambda: len(w.pool_pids()) == 3, LONG), w.pool_pids()
         assert [r.get(timeout=LONG) for r in results] == ["a0", "a1", "a2"]
         pgids = {w.wait_report(f"a{i}")["pgid"] for i in range(3)}
-        assert len(pgids) == 1 and os.getpgid(w.main_pid) not in pgids
+        assert len(pgids) == 1
+        assert os.getpgid(w.main_pid) not in pgids
