@@ -18,7 +18,9 @@ parent's handlers are not inherited (billiard then installs its own), one
 process group without the parent, SIGKILL of the group with everything the
 workers started when the parent dies in any way, reaping without stealing
 exit statuses.  A task whose worker dies fails with billiard's own
-``billiard.exceptions.WorkerLostError``, raised by billiard's pool.
+``billiard.exceptions.WorkerLostError``, raised by billiard's pool, and
+the pool's ``terminate()`` returns even if a worker was killed while it
+held the task queue's lock (billiard's own waits forever).
 Like ``"guarded"``, the context reports the name ``"fork"``: Celery's
 ``process_initializer`` compares the start method's name with ``"fork"``
 and takes its fresh-interpreter path otherwise.
@@ -42,6 +44,7 @@ from ._start._fork import GuardedPopen
 
 __all__ = [
     "GuardedBilliardContext",
+    "GuardedBilliardPool",
     "GuardedBilliardProcess",
     "get_context",
     "register",
@@ -85,11 +88,24 @@ class GuardedBilliardProcess(billiard.context.ForkProcess):  # type: ignore[misc
         return _Popen(process_obj)
 
 
+#: billiard's ``Pool``, whose ``terminate()`` returns even after a worker
+#: was killed while it held the task queue's lock (billiard's own hangs).
+GuardedBilliardPool: type = _compat.billiard_pool_class()
+
+
 class GuardedBilliardContext(billiard.context.ForkContext):  # type: ignore[misc]
     """``billiard.get_context("guarded")``."""
 
     _name = "fork"
     Process = GuardedBilliardProcess
+
+    def Pool(self, *args: Any, **kwargs: Any) -> Any:  # noqa: N802 - billiard's name
+        """billiard's ``Pool`` on this context (:data:`GuardedBilliardPool`).
+
+        Same arguments as ``billiard.context.BaseContext.Pool``.
+        """
+        kwargs["context"] = self
+        return GuardedBilliardPool(*args, **kwargs)
 
     def __repr__(self) -> str:
         return "<mpguard.billiard.GuardedBilliardContext 'guarded' (fork)>"

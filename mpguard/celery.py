@@ -179,7 +179,7 @@ class AsynPool(_Guarded, asynpool.AsynPool):  # type: ignore[misc]
     Worker = _compat.billiard_worker_hooked(asynpool.Worker, _waiting)
 
 
-class BlockingPool(_Guarded, billiard.pool.Pool):  # type: ignore[misc]
+class BlockingPool(_Guarded, _guarded_billiard.GuardedBilliardPool):  # type: ignore[misc]
     """billiard's threaded ``Pool`` (Celery without an event loop), guarded."""
 
     Worker = _compat.billiard_worker_hooked(billiard.pool.Worker, _waiting)

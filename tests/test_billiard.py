@@ -68,3 +68,26 @@ def test_lost_task_fails_with_billiards_worker_lost_error(tmp_path):
         assert r["seconds"] < 5.0  # lost_worker_timeout=0.5 plus billiard's ticks
         assert r["after_pgids"] != [r["pgid"]]  # replacements guarded too
         assert r["zombies"] == []
+
+
+@pytest.mark.parametrize("mode", ["guarded", "stdlib"], ids=["guarded", "stdlib"])
+def test_terminate_returns_after_a_worker_died_holding_the_queue_lock(
+    tmp_path, mode
+):
+    # An idle billiard worker waits for work holding the task queue's read
+    # lock; SIGKILLed then, it leaves the lock taken, and billiard's
+    # terminate() waits for it forever (billiard's form of gh-96062).
+    hung = []
+    for _ in range(3):  # the control hangs whenever the holder was killed
+        with scenario(
+            "billiard_pool", tmp_path, mode, "terminate", method="billiard"
+        ) as sc:
+            r = sc.report(LONG)
+            hung.append(r["hung"])
+            if mode == "guarded":
+                assert not r["hung"], r
+                assert r["seconds"] < 5.0, r  # two locks at 1.5 s each at most
+        if mode == "stdlib" and any(hung):
+            break
+    if mode == "stdlib":
+        assert any(hung), "billiard's own terminate() did not hang this time"

@@ -19,6 +19,7 @@ billiard object is read anywhere else in mpguard.
 from __future__ import annotations
 
 from ._billiard import (
+    billiard_pool_class,
     billiard_pool_state,
     billiard_popen,
     billiard_worker_by_pid,
@@ -76,6 +77,7 @@ __all__ = [
     "ForkServerContextBase",
     "PoolBase",
     "after_forkserver_preload",
+    "billiard_pool_class",
     "billiard_popen",
     "billiard_pool_state",
     "billiard_worker_by_pid",

@@ -3,20 +3,23 @@
 Touched: ``billiard.context._concrete_contexts``, ``Supervisor._state``,
 ``Pool._state``, ``billiard.pool.TERMINATE``, ``threading._active``,
 ``Pool._process_by_pid``, ``Process._popen``, the ``_controlled_termination``
-and ``_job_terminated`` marks, ``TimeoutHandler._trywaitkill`` and
-``Worker._make_child_methods`` (overridden).
+and ``_job_terminated`` marks, and, overridden, ``Pool._help_stuff_finish``
+(with the inqueue's ``_rlock`` and ``_reader``),
+``TimeoutHandler._trywaitkill`` and ``Worker._make_child_methods``.
 """
 
 from __future__ import annotations
 
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 __all__ = [
+    "billiard_pool_class",
     "billiard_popen",
     "billiard_pool_state",
     "billiard_worker_by_pid",
@@ -143,3 +146,64 @@ def billiard_worker_hooked(base: type, waiting: Callable[[bool], object]) -> typ
             self.wait_for_job = wait_for_job_between_jobs
 
     return Worker
+
+
+#: How long ``terminate()`` waits for the inqueue's read lock.  A live
+#: worker holds it across one poll of at most a second.
+TERMINATE_LOCK_WAIT = 1.5
+
+
+def _take_or_free(lock: Any) -> bool:
+    """Take *lock* within :data:`TERMINATE_LOCK_WAIT`; True if taken.
+
+    Not taken by then, its holder is a dead worker (a live one holds it for
+    one poll or one message): the lock is released for it, so that the
+    pool's own threads, blocked on it too, go on.  A billiard ``Lock`` is a
+    semaphore: any process may release it.
+    """
+    if lock.acquire(True, TERMINATE_LOCK_WAIT):
+        return True
+    try:
+        lock.release()
+    except ValueError:  # released meanwhile
+        pass
+    return False
+
+
+def billiard_pool_class() -> type:
+    """billiard's ``Pool`` whose ``terminate()`` cannot hang on a dead worker.
+
+    billiard's ``terminate()`` takes two of the pool's queue locks with no
+    timeout: the task queue's read lock (``_help_stuff_finish``), which an
+    idle worker holds while it waits for work, and the result queue's write
+    lock (``_set_result_sentinel``), which a worker holds while it sends a
+    message.  A worker SIGKILLed at such a moment (the OOM killer) leaves
+    the lock taken forever and ``terminate()`` never returns: billiard's
+    copy of CPython gh-96062 and gh-78178, reproduced on billiard 4.3.
+    Here both waits are bounded, and a lock whose holder is dead is freed.
+    """
+    import billiard.pool  # noqa: PLC0415 - optional dependency
+
+    class Pool(billiard.pool.Pool):  # type: ignore[misc]
+        @staticmethod
+        def _help_stuff_finish(inqueue: Any, task_handler: Any, _pool: Any) -> None:
+            taken = _take_or_free(inqueue._rlock)
+            try:
+                while task_handler.is_alive() and inqueue._reader.poll():
+                    inqueue._reader.recv()
+                    time.sleep(0)
+            except Exception:  # noqa: BLE001 - a dead reader's half message
+                pass
+            if not taken:
+                # The pool's finalizer releases it again (it took it as
+                # billiard does): leave it taken, as billiard would.
+                inqueue._rlock.acquire(False)
+
+        @classmethod
+        def _set_result_sentinel(cls, outqueue: Any, pool: Any) -> None:
+            lock = outqueue._wlock
+            if lock is not None and _take_or_free(lock):
+                lock.release()  # taken only to know it is free: put() takes it
+            outqueue.put(None)
+
+    return Pool

@@ -1,12 +1,17 @@
 """billiard's Pool on billiard's "guarded" context (mpguard.billiard).
 
-usage: billiard_pool.py REPORT MODE
+usage: billiard_pool.py REPORT MODE [lost|terminate]
 
 MODE guarded: ``billiard.get_context("guarded")``; stdlib: billiard's own
-"fork" context (the control).  A busy worker is SIGKILLed; billiard's
-pool fails its task with ``billiard.exceptions.WorkerLostError``
-(lost_worker_timeout=0.5); then the pool runs on replacements, and zombies
-are counted.
+"fork" context (the control).
+
+lost (default): a busy worker is SIGKILLed; billiard's pool fails its task
+with ``billiard.exceptions.WorkerLostError`` (lost_worker_timeout=0.5);
+then the pool runs on replacements, and zombies are counted.
+
+terminate: every idle worker is SIGKILLed (one of them waits for work
+holding the task queue's read lock), then ``terminate()`` is timed, in a
+thread, for at most 10 s.
 """
 
 from __future__ import annotations
@@ -28,9 +33,37 @@ def task(i: int) -> tuple[int, int]:
     return os.getpid(), os.getpgrp()
 
 
+def terminate_after_kill(path: str, ctx: object) -> None:
+    import threading
+
+    pool = ctx.Pool(2)  # type: ignore[attr-defined]
+    pids = sorted(set(pool.map(slow, range(1, 9))))
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    done = threading.Thread(target=pool.terminate, daemon=True)
+    done.start()
+    done.join(10)
+    if done.is_alive():  # show where billiard waits
+        import faulthandler
+
+        faulthandler.dump_traceback(all_threads=True)
+    report(
+        path,
+        pid=os.getpid(),
+        workers=pids,
+        hung=done.is_alive(),
+        seconds=time.monotonic() - t0,
+    )
+    os._exit(0)
+
+
 def main() -> None:
     path, mode = sys.argv[1], sys.argv[2]
     ctx = get_ctx(mode)
+    if sys.argv[3:] == ["terminate"]:
+        terminate_after_kill(path, ctx)
     pool = ctx.Pool(2, lost_worker_timeout=0.5)
     r = pool.apply_async(slow, (0,))
     deadline = time.monotonic() + 10
