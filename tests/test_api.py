@@ -141,3 +141,30 @@ def test_descendants_walks_the_tree():
     ]
     assert _platform.descendants([10], table) == [11, 12]
     assert _platform.group_members(10, table) == [10, 11]
+
+
+@pytest.mark.parametrize("bad", [-0.1, 0.95, 5, float("nan")])
+def test_parent_death_grace_is_bounded(bad):
+    # At most 0.9 s: the group must be gone within 1 s of the parent's death.
+    with pytest.raises(ValueError, match="parent_death_grace"):
+        mpguard.configure(parent_death_grace=bad)
+
+
+def test_parent_handlers_must_be_a_bool():
+    with pytest.raises(TypeError, match="parent_handlers"):
+        mpguard.configure(parent_handlers="no")  # type: ignore[arg-type]
+
+
+def test_bad_parent_death_grace_in_the_environment_is_named():
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", "import mpguard"],
+        env={**__import__("os").environ, "MPGUARD_PARENT_DEATH_GRACE": "2"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0
+    assert "MPGUARD_PARENT_DEATH_GRACE must be a number of seconds from 0" in out.stderr

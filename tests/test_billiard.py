@@ -71,9 +71,7 @@ def test_lost_task_fails_with_billiards_worker_lost_error(tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["guarded", "stdlib"], ids=["guarded", "stdlib"])
-def test_terminate_returns_after_a_worker_died_holding_the_queue_lock(
-    tmp_path, mode
-):
+def test_terminate_returns_after_a_worker_died_holding_the_queue_lock(tmp_path, mode):
     # An idle billiard worker waits for work holding the task queue's read
     # lock; SIGKILLed then, it leaves the lock taken, and billiard's
     # terminate() waits for it forever (billiard's form of gh-96062).

@@ -54,9 +54,11 @@ def _others_left(me: int) -> bool:
 def _end_group(me: int, grace: float) -> None:
     """SIGTERM the group and give it *grace* seconds, then SIGKILL it."""
     if grace > 0:
-        # We ignore SIGTERM ourselves.  A child with PR_SET_PDEATHSIG or a
-        # SIGTERM handler gets to clean up; the wait ends as soon as the
-        # group is empty (only /proc can tell: we are a member ourselves).
+        # We ignore SIGTERM ourselves.  A member that handles SIGTERM gets
+        # the grace to clean up; one that leaves it at its default action
+        # dies of it at once, before any PR_SET_PDEATHSIG handler of its
+        # own can run.  The wait ends as soon as the group is empty (only
+        # /proc can tell: we are a member ourselves).
         os.killpg(me, signal.SIGTERM)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
