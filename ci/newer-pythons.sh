@@ -49,7 +49,8 @@ fi
 
 # Every Python the project tests goes into the one cached chroot, whichever
 # of them this call runs.
-packages=ca-certificates
+# redis-server: the Celery tests start a real one.
+packages=ca-certificates,redis-server
 for v in 3.14 3.15; do packages="$packages,python$v,python$v-venv"; done
 
 if [ ! -e "$root/.mpguard-ready" ] || [ "$(cat "$root/.mpguard-ready")" != "$packages" ]; then
@@ -110,7 +111,7 @@ for v in "${versions[@]}"; do
     # The suite's pytest cache and bytecode stay out of the bind-mounted tree.
     if ! chroot "$root" /usr/bin/env -i \
         PATH=/usr/local/bin:/usr/bin:/bin HOME=/root LANG=C.UTF-8 \
-        CI="${CI:-}" PIP_CERT="${PIP_CERT:-}" SSL_CERT_FILE="${SSL_CERT_FILE:-}" \
+        CI="${CI:-}" MPGUARD_REQUIRE_REDIS="${MPGUARD_REQUIRE_REDIS:-}" PIP_CERT="${PIP_CERT:-}" SSL_CERT_FILE="${SSL_CERT_FILE:-}" \
         PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 \
         /bin/sh -c "set -e; cd /src; rm -rf $venv; python$v -m venv $venv; \
             $venv/bin/pip install -q -e '.[test]'; \

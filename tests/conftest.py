@@ -45,7 +45,9 @@ try:
 except ImportError:  # pragma: no cover - the test extra brings it
     _redis_factories = None
 else:
-    mpguard_redis_proc = _redis_factories.redis_proc(port=None, save="")
+    # timeout: redis closes a client idle this long; the test client keeps
+    # one connection for the whole session (pytest-redis defaults to 30 s).
+    mpguard_redis_proc = _redis_factories.redis_proc(port=None, save="", timeout=3600)
 
 
 @pytest.fixture(scope="session")

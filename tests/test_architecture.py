@@ -30,7 +30,7 @@ LAYERS = [
     {"mpguard._group"},
     {"mpguard._start"},
     {"mpguard._pool"},
-    {"mpguard.billiard", "mpguard.testing"},
+    {"mpguard.billiard", "mpguard.celery", "mpguard.testing"},
     {"mpguard"},
 ]
 
@@ -178,9 +178,10 @@ def test_the_core_names_no_integration():
     ]
     for mod in core:
         text = MODULES[mod].read_text()
-        assert "billiard" not in GRAPH[mod], mod
-        assert "import billiard" not in text, mod
-        assert "mpguard.billiard" not in text, mod
+        for name in ("billiard", "celery"):
+            assert name not in GRAPH[mod], mod
+            assert f"import {name}" not in text, mod
+            assert f"mpguard.{name}" not in text, mod
 
 
 # --- private attributes of stdlib and billiard objects -------------------------
@@ -205,6 +206,7 @@ def _foreign_sources() -> list[Path]:
         "atexit",
         "selectors",
         "billiard",
+        "celery",
     ]
     paths: list[Path] = []
     for name in names:
