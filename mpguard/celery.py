@@ -25,15 +25,17 @@ What changes:
 * **Warm shutdown** (SIGTERM) is Celery's: running tasks finish and their
   results are stored.  Then whatever the tasks left running is stopped
   (SIGTERM, grace, SIGKILL), so no grandchild outlives the worker.
-* **Cold shutdown** (SIGQUIT, or a second SIGTERM): the whole tree is gone
-  within the grace period.
+* **Cold shutdown** (SIGQUIT, or Ctrl-C twice; since Celery 5.5 a second
+  SIGTERM stays warm): the whole tree is gone within the grace period.
 * **A hard time limit, or** ``revoke(terminate=True)``, ends the task's
   whole subtree, not just the pool child (billiard PR #204 needed the task
   to call ``os.setpgrp()`` by hand).  Celery reports it as usual.
 * **A pool child killed from outside** (SIGKILL, the OOM killer): Celery's
   ``WorkerLostError`` as usual, and the dead child's orphans are killed:
   the worker's main process is a child subreaper while the pool runs, so
-  they come back to it instead of vanishing under init.
+  they come back to it instead of vanishing under init.  Each pool child
+  is a subreaper too, so what its tasks left running stays below it while
+  it lives, and dies with it when it exits (recycled, shrunk, killed).
 * **No zombies**: a child a task started and never waited for is reaped
   between tasks, unless a ``Popen``/``Process`` object still owns it
   (celery/celery#6656); orphans that reach the main process are reaped.
@@ -80,23 +82,58 @@ _reaper_pid = 0
 _idle = False
 
 
+def _setup_child() -> None:
+    """First wait for a job in a new pool child (after Celery's initializer).
+
+    * The child becomes a child subreaper: what a task leaves behind when
+      its own parent dies (``sh -c "job &"``) stays below the pool child
+      instead of going to the main process, so the main process's adopted
+      orphans are exactly those of pool children that died, and what a
+      pool child started dies with it.
+    * With a parent-death grace, Celery's ``PR_SET_PDEATHSIG(SIGKILL)``
+      (set by its initializer) is cleared: it would kill the pool child
+      before the guardian's SIGTERM lets the task clean up.  The guardian
+      covers the main process's death either way.
+    """
+    global _reaper, _reaper_pid
+    _reaper, _reaper_pid = AbandonedReaper(), os.getpid()
+    if _platform.CAPS.subreaper:
+        try:
+            _platform.set_child_subreaper(True)
+        except MPGuardError:
+            log.debug("pool child %d: no subreaper", os.getpid(), exc_info=True)
+    if _config.get_policy().parent_death_grace > 0:
+        import billiard.util  # noqa: PLC0415 - loaded with billiard.pool
+
+        try:
+            billiard.util.set_pdeathsig(0)
+        except OSError:  # not Linux
+            pass
+
+
 def _waiting(idle: bool) -> None:
     """In a pool child, around each wait for a job: reap abandoned children.
 
     Before the wait it costs one ``waitid(WNOWAIT)`` when there is nothing
     to reap.  The wait itself may block until the next job (Celery's
     AsynPool reads a whole payload), so a SIGCHLD handler reaps while the
-    child is idle, and only then: no task code runs, so no ``Popen`` is
-    halfway through being made when a status is collected.
+    child is idle, and only then: it is installed for the wait and removed
+    after it, so no task code runs with it (a SIGCHLD handler interrupts
+    system calls, which C code that does not retry them would see), and no
+    ``Popen`` is halfway through being made when a status is collected.
     """
-    global _reaper, _reaper_pid, _idle
+    global _idle
     if _reaper_pid != os.getpid():
-        _reaper, _reaper_pid = AbandonedReaper(), os.getpid()
-        if signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL:
-            signal.signal(signal.SIGCHLD, _on_sigchld)
+        _setup_child()
     _idle = idle
     if idle:
         _reap()
+        if signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL:
+            signal.signal(signal.SIGCHLD, _on_sigchld)
+            # A child that exited between the sweep and the handler.
+            _reap()
+    elif signal.getsignal(signal.SIGCHLD) is _on_sigchld:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
 
 def _on_sigchld(signum: int, frame: object) -> None:

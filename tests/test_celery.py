@@ -202,6 +202,33 @@ def test_a_killed_pool_child_takes_its_orphans(tmp_path, redis_url, pool):
         _still_serves(w)
 
 
+def test_a_killed_pool_child_spares_other_tasks_background_jobs(tmp_path, redis_url):
+    # No bystander: a live task's background job (orphaned by its shell,
+    # kept below its pool child) is not taken for the dead child's orphan.
+    with celery_worker(tmp_path, redis_url, "guarded") as w:
+        w.send("background", "bg", 60)
+        _, jobs = _tree(w, ["bg"])
+        w.send("hold", "a", 60)
+        workers, grandchildren = _tree(w, ["a"])
+        psutil.Process(workers[0]).kill()
+        assert not wait_gone(grandchildren, 1.0)
+        time.sleep(0.5)
+        assert survivors(jobs) == jobs, "another task's job was killed"
+
+
+@pytest.mark.parametrize("grace", ["0.5", "0"], ids=["grace", "control-sigkill"])
+def test_parent_death_grace_lets_a_task_clean_up(tmp_path, redis_url, grace):
+    env = {"MPGUARD_PARENT_DEATH_GRACE": grace}
+    with celery_worker(tmp_path, redis_url, "guarded", env=env) as w:
+        w.send("cleans_up", "t")
+        workers, _ = _tree(w, ["t"])
+        w.sc.signal(signal.SIGKILL)
+        left = wait_gone(workers, 1.0)  # the bound holds for every policy
+        assert not left, describe(left)
+        cleaned = (w.report_dir / "t-cleaned.json").exists()
+        assert cleaned == (grace != "0")
+
+
 # --- zombies ---------------------------------------------------------------------
 
 

@@ -175,6 +175,7 @@ def start_redis(exe: str, workdir: Path, started: list[Any]) -> str:
                 return url
             time.sleep(0.05)
         stop(proc, signal.SIGTERM)
+        started.remove((proc, signal.SIGTERM))
     raise DemoError(f"redis-server would not start: {tail(log)}")
 
 
@@ -252,8 +253,13 @@ def demo(url: str, workdir: Path, started: list[Any]) -> int:
     results = [
         proj.crunch.apply_async((HELPER_SECONDS,), queue=queue) for _ in range(TASKS)
     ]
+    try:
+        running = wait_running(results, worker, log)
+    finally:
+        # Unsubscribe from the results now, while redis still answers.
+        results.clear()
     roles: dict[int, str] = {}
-    for i, info in enumerate(wait_running(results, worker, log), 1):
+    for i, info in enumerate(running, 1):
         roles[info["pool_child"]] = f"pool child, running task {i}"
         roles[info["helper"]] = f"sleep {HELPER_SECONDS}, the helper task {i} started"
     order = list(roles)  # the guardian first, then each task's pair
@@ -292,6 +298,11 @@ def demo(url: str, workdir: Path, started: list[Any]) -> int:
     return 0
 
 
+def terminated(signum: int, frame: object) -> NoReturn:
+    print(f"{PROG}: terminated, cleaning up", file=sys.stderr)
+    sys.exit(128 + signum)  # the finally blocks stop what was started
+
+
 def main(argv: list[str]) -> int:
     parser = Parser(
         prog=PROG,
@@ -304,10 +315,13 @@ def main(argv: list[str]) -> int:
     exe = shutil.which("redis-server")
     if not url and exe is None:
         die("no redis-server on PATH: install one, or set REDIS_URL")
-    if url and not redis_answers(url):
-        die(f"no redis answers at REDIS_URL={url}")
+    try:
+        if url and not redis_answers(url):
+            die(f"no redis answers at REDIS_URL={url}")
+    except ValueError as e:  # not a redis URL
+        die(f"REDIS_URL={url}: {e}")
     # SIGTERM to this script: clean up as for Ctrl-C.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
+    signal.signal(signal.SIGTERM, terminated)
     workdir = Path(tempfile.mkdtemp(prefix="mpguard-celery-demo-"))
     started: list[tuple[subprocess.Popen[bytes], signal.Signals]] = []
     try:

@@ -21,8 +21,8 @@ children it starts:
   (``PR_SET_CHILD_SUBREAPER``, prctl(2)), so those orphans are reparented
   to the owner instead; when a guarded child exits, the orphans that
   appear are its own, and they are SIGKILLed with everything below them.
-  Orphans of a live task (``sh -c "job &"``) are left to run and reaped
-  when they exit; they end with the group.
+  A worker that is a subreaper itself keeps the orphans of its live tasks
+  (``sh -c "job &"``) below it, and reaps them when they exit.
 """
 
 from __future__ import annotations
@@ -138,11 +138,17 @@ class Adopter:
     """The owner as a child subreaper for its guard's group.
 
     When a guarded child exits (:meth:`child_exited`, a guard exit hook),
-    the processes that were just reparented to the owner and are still in
-    the guard's group are that child's orphans: they are SIGKILLed with
-    everything below them, setsid escapees included, and reaped.  Every
-    exited orphan is reaped (:meth:`sweep`, from :meth:`child_exited` and
-    from a thread every *interval* seconds), so none stays a zombie.
+    the processes that were reparented to the owner and are in the guard's
+    group are that child's orphans: they are SIGKILLed with everything
+    below them, setsid escapees included, and reaped.  Every exited orphan
+    is reaped (:meth:`sweep`, from :meth:`child_exited` and from a thread
+    every *interval* seconds), so none stays a zombie.
+
+    The attribution is exact when each guarded child is a subreaper itself
+    (``mpguard.celery``'s pool children are): an orphan of a live child's
+    task stays below that child, so only a child's own death sends orphans
+    here.  Otherwise an orphan left by a live child is taken for the next
+    exiting child's.
 
     Raises:
         UnsupportedPlatformError: no ``PR_SET_CHILD_SUBREAPER`` here.
@@ -152,8 +158,6 @@ class Adopter:
     def __init__(self, guard: Guard, *, interval: float = 1.0) -> None:
         self._guard = guard
         self._lock = threading.Lock()
-        # Orphans of live tasks seen by a sweep: not the next dead child's.
-        self._known: set[int] = set()
         self._reaper = AbandonedReaper(self._guarded_pids)
         self._stop = threading.Event()
         _platform.set_child_subreaper(True)
@@ -167,34 +171,29 @@ class Adopter:
         # the group too: never orphans.
         return self._guard.known_pids()
 
-    def _orphans(self) -> tuple[list[int], list[_platform.ProcEntry], bool]:
-        """Live children of ours in the group that we did not start, the
-        table, and whether a guarded child has exited unreaped."""
+    def _orphans(self) -> tuple[list[int], list[_platform.ProcEntry]]:
+        """Live children of ours in the group that we did not start, and
+        the process table they were found in."""
         table = _platform.process_table()
         me = os.getpid()
         ours = self._guarded_pids()
         pgid = self._guard.pgid
-        found = []
-        dying = False
-        for e in table:
-            if e.ppid != me:
-                continue
-            if e.pid in ours:
-                dying = dying or (e.zombie and e.pid != pgid)
-            elif not e.zombie and e.pgid == pgid:
-                found.append(e.pid)
-        return found, table, dying
+        found = [
+            e.pid
+            for e in table
+            if e.ppid == me and not e.zombie and e.pgid == pgid and e.pid not in ours
+        ]
+        return found, table
 
     def child_exited(self, child: GuardedChild) -> None:
         """Kill the orphans *child* left behind (a guard exit hook)."""
         if self._stop.is_set():
             return
         with self._lock:
-            orphans, table, _ = self._orphans()
-            new = [pid for pid in orphans if pid not in self._known]
-            if new:
-                victims = new + _platform.descendants(new, table)
-                log.debug("pid=%d left orphans %s: killing %s", child.pid, new, victims)
+            orphans, table = self._orphans()
+            if orphans:
+                victims = orphans + _platform.descendants(orphans, table)
+                log.debug("pid=%d left orphans: killing %s", child.pid, victims)
                 for pid in victims:
                     # Each was listed a moment ago and is a child of ours or
                     # below one: an unreaped child's pid cannot be recycled,
@@ -206,20 +205,14 @@ class Adopter:
         self.sweep()
 
     def sweep(self) -> list[int]:
-        """Reap exited orphans; remember the live ones as a live task's."""
+        """Reap the orphans that exited; their pids."""
         with self._lock:
-            reaped = self._reaper.sweep()
-            orphans, _, dying = self._orphans()
-            # A guarded child that exited and is not reaped yet may have
-            # just left these: its exit hook decides, not this sweep.
-            if not dying:
-                self._known = set(orphans)
-        return reaped
+            return self._reaper.sweep()
 
     def _run(self, interval: float) -> None:
         while not self._stop.wait(interval):
             try:
-                if _platform.waiting_child() is not None or self._known:
+                if _platform.waiting_child() is not None:
                     self.sweep()
             except Exception:  # the thread must not die
                 log.debug("orphan sweep failed", exc_info=True)

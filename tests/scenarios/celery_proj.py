@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -96,6 +97,35 @@ def hold(tag: str, seconds: float, stubborn: bool = False, leave: bool = False) 
         kid.kill()
         kid.wait()
     return tag
+
+
+@app.task
+def background(tag: str, seconds: float) -> str:
+    """Start a job in the background the way a shell does (its parent, the
+    shell, exits at once), report its pid, then work *seconds*."""
+    out = subprocess.run(
+        ["sh", "-c", "sleep 600 >/dev/null 2>&1 & echo $!"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    job = int(out.stdout)
+    _report(tag, {"worker": os.getpid(), "grandchildren": [job]})
+    time.sleep(seconds)
+    return tag
+
+
+@app.task
+def cleans_up(tag: str) -> None:
+    """Handle SIGTERM by leaving a marker file, then wait to be killed."""
+
+    def on_term(signum: int, frame: object) -> None:
+        _report(tag + "-cleaned", {"pid": os.getpid()})
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
+    _report(tag, {"worker": os.getpid(), "grandchildren": []})
+    time.sleep(600)
 
 
 @app.task
