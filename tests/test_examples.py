@@ -15,8 +15,8 @@ EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.py"))
 pytestmark = pytest.mark.linux
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
-def test_example(path, tmp_path):
+def _run(path, tmp_path, env=None):
+    """Run example *path*; its exit status (None if it hung) and output."""
     # Its own session: the examples kill their own parents and groups.
     # Output goes to a file, not a pipe: an orphan an example failed to
     # clean up (the stdlib half of a demo) must not block the test.
@@ -28,6 +28,7 @@ def test_example(path, tmp_path):
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=env,
         )
     try:
         rc = proc.wait(90)
@@ -39,7 +40,13 @@ def test_example(path, tmp_path):
         except ProcessLookupError:
             pass
         proc.wait()
-    assert rc == 0, log.read_text(errors="replace")
+    return rc, log.read_text(errors="replace")
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example(path, tmp_path):
+    rc, text = _run(path, tmp_path)
+    assert rc == 0, text
 
 
 def test_there_is_one_example_per_classic_recipe():
@@ -48,3 +55,12 @@ def test_there_is_one_example_per_classic_recipe():
     # a SIGTERM handler set before the children, killpg of one's own group.
     names = {p.stem for p in EXAMPLES}
     assert {"demo", "zombie", "orphan", "sigterm_handler", "killpg"} <= names
+
+
+def test_celery_demo(tmp_path, redis_url):
+    # A real worker, SIGKILLed while two tasks run: nothing survives.
+    pytest.importorskip("celery")
+    demo = Path(__file__).parent.parent / "examples" / "celery_app" / "run_demo.py"
+    rc, text = _run(demo, tmp_path, env={**os.environ, "REDIS_URL": redis_url})
+    assert rc == 0, text
+    assert "nothing survived" in text
