@@ -145,7 +145,7 @@ class Adopter:
     every *interval* seconds), so none stays a zombie.
 
     The attribution is exact when each guarded child is a subreaper itself
-    (``mpguard.celery``'s pool children are): an orphan of a live child's
+    (a Celery integration's pool children are): an orphan of a live child's
     task stays below that child, so only a child's own death sends orphans
     here.  Otherwise an orphan left by a live child is taken for the next
     exiting child's.
