@@ -88,9 +88,26 @@ class GuardedBilliardProcess(billiard.context.ForkProcess):  # type: ignore[misc
         return _Popen(process_obj)
 
 
+def _stragglers(workers: list[Any]) -> None:
+    """``terminate()``'s backstop: the workers that outlive billiard's
+    SIGTERM by the grace period are SIGKILLed with their subtrees."""
+    import time  # noqa: PLC0415
+
+    from ._config import get_policy  # noqa: PLC0415
+
+    deadline = time.monotonic() + get_policy().grace
+    popens = [p for p in map(_compat.billiard_popen, workers) if p is not None]
+    while time.monotonic() < deadline:
+        if all(p.returncode is not None or p.poll() is not None for p in popens):
+            return
+        time.sleep(0.02)
+    _group.kill_now([p for p in popens if p.returncode is None])
+
+
 #: billiard's ``Pool``, whose ``terminate()`` returns even after a worker
-#: was killed while it held the task queue's lock (billiard's own hangs).
-GuardedBilliardPool: type = _compat.billiard_pool_class()
+#: was killed while it held one of the pool's queue locks (billiard's own
+#: hangs), within the grace period and 1.5 s per such lock.
+GuardedBilliardPool: type = _compat.billiard_pool_class(_stragglers)
 
 
 class GuardedBilliardContext(billiard.context.ForkContext):  # type: ignore[misc]

@@ -84,7 +84,8 @@ def test_terminate_returns_after_a_worker_died_holding_the_queue_lock(tmp_path, 
             hung.append(r["hung"])
             if mode == "guarded":
                 assert not r["hung"], r
-                assert r["seconds"] < 5.0, r  # two locks at 1.5 s each at most
+                # Two dead-held locks at 1.5 s each, the 1 s grace, and a margin.
+                assert r["seconds"] < 6.0, r
         if mode == "stdlib" and any(hung):
             break
     if mode == "stdlib":

@@ -170,7 +170,7 @@ def _take_or_free(lock: Any) -> bool:
     return False
 
 
-def billiard_pool_class() -> type:
+def billiard_pool_class(stragglers: Callable[[list[Any]], None]) -> type:
     """billiard's ``Pool`` whose ``terminate()`` cannot hang on a dead worker.
 
     billiard's ``terminate()`` takes two of the pool's queue locks with no
@@ -181,6 +181,10 @@ def billiard_pool_class() -> type:
     the lock taken forever and ``terminate()`` never returns: billiard's
     copy of CPython gh-96062 and gh-78178, reproduced on billiard 4.3.
     Here both waits are bounded, and a lock whose holder is dead is freed.
+    Then billiard SIGTERMs the workers and joins them with no timeout
+    either, and a worker blocked on such a lock may not die of it (seen on
+    billiard 4.2): ``stragglers(workers)``, started on a thread just
+    before, ends the ones that outlive a grace period.
     """
     import billiard.pool  # noqa: PLC0415 - optional dependency
 
@@ -201,6 +205,13 @@ def billiard_pool_class() -> type:
 
         @classmethod
         def _set_result_sentinel(cls, outqueue: Any, pool: Any) -> None:
+            # The last step before billiard terminates and joins the workers.
+            threading.Thread(
+                target=stragglers,
+                args=(list(pool),),
+                name="mpguard-billiard-terminate",
+                daemon=True,
+            ).start()
             lock = outqueue._wlock
             if lock is not None and _take_or_free(lock):
                 lock.release()  # taken only to know it is free: put() takes it
