@@ -162,21 +162,6 @@ def wait_kept() -> list[int | None]:
     return [p.wait() for p in KEPT]
 
 
-@app.task
-def zombies() -> list[int]:
-    """The pool child's exited, unreaped children."""
-    import psutil
-
-    out = []
-    for c in psutil.Process().children():
-        try:
-            if c.status() == psutil.STATUS_ZOMBIE:
-                out.append(c.pid)
-        except psutil.Error:
-            continue
-    return out
-
-
 def _blocking(argv: list[str]) -> int:
     """A worker without an event loop: billiard's threaded Pool."""
     name, queue, concurrency = argv
