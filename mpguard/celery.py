@@ -275,10 +275,9 @@ class TaskPool(prefork.TaskPool):  # type: ignore[misc]
             live = [c for c in guard.children.members() if c.returncode is None]
             if live:
                 kill_tree(live, _config.get_policy().grace, "pool children")
-            strays = adopter.strays() if adopter is not None else []
-            if not strays:
-                # Without a subreaper, what stayed in the group still shows.
-                strays = _group_strays(guard)
+            # The adopter's strays include the group's members; without a
+            # subreaper, what stayed in the group is all that shows.
+            strays = adopter.strays() if adopter is not None else _group_strays(guard)
             if strays:
                 escalate(
                     pids_target("processes the tasks left running", strays),
