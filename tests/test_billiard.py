@@ -90,3 +90,24 @@ def test_terminate_returns_after_a_worker_died_holding_the_queue_lock(tmp_path, 
             break
     if mode == "stdlib":
         assert any(hung), "billiard's own terminate() did not hang this time"
+
+
+@pytest.mark.parametrize("how", ["wlock-kill", "death-race"])
+@pytest.mark.parametrize("mode", ["guarded", "stdlib"], ids=["guarded", "stdlib"])
+def test_a_worker_that_dies_holding_the_result_lock_does_not_stop_the_pool(
+    tmp_path, mode, how
+):
+    # billiard's threaded Pool: every worker sends its ACKs and results
+    # through one queue under one write lock.  A worker that dies holding
+    # it (SIGKILLed mid-message; or SIGTERMed by billiard itself as soon as
+    # its DEATH message is read, before it released the lock) leaves the
+    # next worker's ACK waiting forever: the pool stops serving.
+    with scenario("billiard_pool", tmp_path, mode, how, method="billiard") as sc:
+        r = sc.report(LONG)
+    if mode == "guarded":
+        assert r["served"], r
+        # A dead holder is found within the supervisor's tick (0.8 s) and
+        # 1.5 s of waiting for the lock.
+        assert r["seconds"] < 5.0, r
+    else:
+        assert not r["served"], "billiard's own pool served this time"

@@ -218,7 +218,8 @@ CHECKS = {
         "from mpguard import _compat\n"
         "P = billiard.pool.Pool\n"
         "for name in ('_help_stuff_finish', '_set_result_sentinel',\n"
-        "             '_process_by_pid', 'terminate_job', 'TimeoutHandler'):\n"
+        "             '_process_by_pid', 'terminate_job', 'TimeoutHandler',\n"
+        "             'create_result_handler', 'process_flush_queues'):\n"
         "    assert hasattr(P, name), name\n"
         "assert hasattr(billiard.pool.TimeoutHandler, '_trywaitkill')\n"
         "assert hasattr(billiard.pool.Worker, '_make_child_methods')\n"
@@ -234,6 +235,13 @@ CHECKS = {
         "pid = pool._pool[0].pid\n"
         "proc = _compat.billiard_worker_by_pid(pool, pid)\n"
         "assert _compat.billiard_popen(proc).pid == pid\n"
+        # The result handler dispatches DEATH through its state_handlers
+        # dict, where the guarded pool put its own answer.
+        "h = pool._result_handler.state_handlers[billiard.pool.DEATH]\n"
+        "assert h.__qualname__.endswith('on_death'), h\n"
+        "src = inspect.getsource(billiard.pool.ResultHandler._make_methods)\n"
+        "assert 'state_handlers[state]' in src, src\n"
+        "assert pool._outqueue._wlock is not None\n"
         "_compat.mark_job_terminated(proc)\n"
         "assert proc._controlled_termination and proc._job_terminated\n"
         "pool.terminate()\n"

@@ -3,9 +3,11 @@
 Touched: ``billiard.context._concrete_contexts``, ``Supervisor._state``,
 ``Pool._state``, ``billiard.pool.TERMINATE``, ``threading._active``,
 ``Pool._process_by_pid``, ``Process._popen``, the ``_controlled_termination``
-and ``_job_terminated`` marks, and, overridden, ``Pool._help_stuff_finish``
-(with the inqueue's ``_rlock`` and ``_reader``),
-``TimeoutHandler._trywaitkill`` and ``Worker._make_child_methods``.
+and ``_job_terminated`` marks, the result handler's ``state_handlers`` (its
+``DEATH`` entry) and the queues' ``_wlock``, and, overridden,
+``Pool._help_stuff_finish`` (with the inqueue's ``_rlock`` and ``_reader``),
+``Pool.process_flush_queues``, ``TimeoutHandler._trywaitkill`` and
+``Worker._make_child_methods``.
 """
 
 from __future__ import annotations
@@ -148,8 +150,9 @@ def billiard_worker_hooked(base: type, waiting: Callable[[bool], object]) -> typ
     return Worker
 
 
-#: How long ``terminate()`` waits for the inqueue's read lock.  A live
-#: worker holds it across one poll of at most a second.
+#: How long a queue lock may stay taken before its holder is taken for
+#: dead.  A live worker holds the inqueue's read lock across one poll of at
+#: most a second, and the result queue's write lock for one message.
 TERMINATE_LOCK_WAIT = 1.5
 
 
@@ -170,6 +173,38 @@ def _take_or_free(lock: Any) -> bool:
     return False
 
 
+#: Serializes the checks of write locks: two checks that both found a lock
+#: stuck would release it twice, and two workers could then write at once.
+_CHECK = threading.Lock()
+
+
+def _free_if_stuck(lock: Any) -> None:
+    """Free a queue's write lock *lock* if a dead worker holds it."""
+    if lock is None:
+        return
+    with _CHECK:
+        if _take_or_free(lock):
+            lock.release()  # taken only to know it is free: put() takes it
+
+
+def _end_dying_worker(pool: Any, pid: int, sig: int) -> None:
+    """billiard's answer to a worker's DEATH message, once it is safe.
+
+    A worker that leaves (a SIGTERM, its task limit) sends DEATH and then
+    sleeps a second; billiard's result handler SIGTERMs it on receipt.  The
+    worker is still inside ``put()`` then, between its write and releasing
+    the result queue's write lock: on a busy machine the signal lands there
+    (seen in about one hard time limit in three on two cores), the lock is
+    never released, and the next worker's ACK blocks forever: the pool
+    stops serving.  Here the signal waits until the lock is free.
+    """
+    _free_if_stuck(pool._outqueue._wlock)
+    proc, _ = pool._process_by_pid(pid)
+    popen = billiard_popen(proc) if proc is not None else None
+    if popen is not None:
+        popen.send_signal(sig)  # through the pidfd: the pid may be reaped
+
+
 def billiard_pool_class(stragglers: Callable[[list[Any]], None]) -> type:
     """billiard's ``Pool`` whose ``terminate()`` cannot hang on a dead worker.
 
@@ -185,10 +220,43 @@ def billiard_pool_class(stragglers: Callable[[list[Any]], None]) -> type:
     either, and a worker blocked on such a lock may not die of it (seen on
     billiard 4.2): ``stragglers(workers)``, started on a thread just
     before, ends the ones that outlive a grace period.
+
+    While the pool runs, the result queue's write lock is kept from the
+    same fate: a worker killed by a signal is followed by a check that
+    frees the lock if it stays taken (:func:`_free_if_stuck`), and the
+    SIGTERM billiard sends a worker that announced its exit waits until the
+    worker has released the lock (:func:`_end_dying_worker`).
     """
-    import billiard.pool  # noqa: PLC0415 - optional dependency
+    import billiard.common  # noqa: PLC0415 - optional dependency
+    import billiard.pool  # noqa: PLC0415
 
     class Pool(billiard.pool.Pool):  # type: ignore[misc]
+        def create_result_handler(self, **kwargs: Any) -> Any:
+            handler = super().create_result_handler(**kwargs)
+
+            def on_death(pid: int, exitcode: int) -> None:
+                threading.Thread(
+                    target=_end_dying_worker,
+                    args=(self, pid, billiard.common.TERM_SIGNAL),
+                    name="mpguard-billiard-death",
+                    daemon=True,
+                ).start()
+
+            # The handler looks DEATH up in this same dict for each message.
+            handler.state_handlers[billiard.pool.DEATH] = on_death
+            return handler
+
+        def process_flush_queues(self, worker: Any) -> None:
+            super().process_flush_queues(worker)
+            code = worker.exitcode
+            if code is not None and code < 0:  # killed by a signal
+                threading.Thread(
+                    target=_free_if_stuck,
+                    args=(self._outqueue._wlock,),
+                    name="mpguard-billiard-lock",
+                    daemon=True,
+                ).start()
+
         @staticmethod
         def _help_stuff_finish(inqueue: Any, task_handler: Any, _pool: Any) -> None:
             taken = _take_or_free(inqueue._rlock)
@@ -212,9 +280,7 @@ def billiard_pool_class(stragglers: Callable[[list[Any]], None]) -> type:
                 name="mpguard-billiard-terminate",
                 daemon=True,
             ).start()
-            lock = outqueue._wlock
-            if lock is not None and _take_or_free(lock):
-                lock.release()  # taken only to know it is free: put() takes it
+            _free_if_stuck(outqueue._wlock)
             outqueue.put(None)
 
     return Pool

@@ -1,6 +1,6 @@
 """billiard's Pool on billiard's "guarded" context (mpguard.billiard).
 
-usage: billiard_pool.py REPORT MODE [lost|terminate]
+usage: billiard_pool.py REPORT MODE [lost|terminate|wlock-kill|death-race]
 
 MODE guarded: ``billiard.get_context("guarded")``; stdlib: billiard's own
 "fork" context (the control).
@@ -12,6 +12,16 @@ then the pool runs on replacements, and zombies are counted.
 terminate: every idle worker is SIGKILLed (one of them waits for work
 holding the task queue's read lock), then ``terminate()`` is timed, in a
 thread, for at most 10 s.
+
+wlock-kill: a task takes its worker's hold of the result queue's write lock
+and SIGKILLs its worker (the OOM killer, mid-message); then one more task
+is timed, for at most 8 s.
+
+death-race: a worker with SIGTERM's default action (as Celery's pool
+children have it) announces its exit (DEATH) and releases the result
+queue's write lock only 0.3 s later, a slow form of the gap between its
+write and its release; billiard SIGTERMs it on receipt.  Then one more
+task is timed, for at most 8 s.
 """
 
 from __future__ import annotations
@@ -31,6 +41,62 @@ def slow(i: int) -> int:
 
 def task(i: int) -> tuple[int, int]:
     return os.getpid(), os.getpgrp()
+
+
+def _worker_outq() -> object:
+    """This worker's result queue (the billiard Worker of this process)."""
+    import gc
+
+    import billiard.pool
+
+    worker = next(o for o in gc.get_objects() if isinstance(o, billiard.pool.Worker))
+    return worker.outq
+
+
+def die_holding_wlock(_: int) -> None:
+    _worker_outq()._wlock.acquire()  # type: ignore[attr-defined]
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def announce_death_slowly(_: int) -> None:
+    from billiard.reduction import ForkingPickler
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    outq = _worker_outq()
+    with outq._wlock:  # type: ignore[attr-defined]
+        death = ForkingPickler.dumps((4, (os.getpid(), 0)))  # billiard's DEATH
+        outq._writer.send_bytes(death)  # type: ignore[attr-defined]
+        time.sleep(0.3)
+    time.sleep(600)
+
+
+def served_after(path: str, ctx: object, how: str) -> None:
+    pool = ctx.Pool(2, lost_worker_timeout=0.5)  # type: ignore[attr-defined]
+    pids = set(pool.map(slow, range(1, 5)))
+    victim = die_holding_wlock if how == "wlock-kill" else announce_death_slowly
+    first = pool.apply_async(victim, (0,))
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    try:
+        after = pool.apply_async(task, (1,)).get(8)
+        served = True
+    except Exception:  # billiard's TimeoutError
+        after, served = None, False
+    seconds = time.monotonic() - t0
+    try:
+        first.get(0.1)
+    except Exception:  # the victim's task is lost
+        pass
+    report(
+        path,
+        pid=os.getpid(),
+        workers=sorted(pids),
+        served=served,
+        seconds=seconds,
+        after=after,
+    )
+    # A pool whose write lock stays taken cannot terminate(): end without it.
+    os._exit(0)
 
 
 def terminate_after_kill(path: str, ctx: object) -> None:
@@ -64,6 +130,8 @@ def main() -> None:
     ctx = get_ctx(mode)
     if sys.argv[3:] == ["terminate"]:
         terminate_after_kill(path, ctx)
+    if sys.argv[3:] in (["wlock-kill"], ["death-race"]):
+        served_after(path, ctx, sys.argv[3])
     pool = ctx.Pool(2, lost_worker_timeout=0.5)
     r = pool.apply_async(slow, (0,))
     deadline = time.monotonic() + 10
