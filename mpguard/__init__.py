@@ -23,6 +23,7 @@ import sys
 from ._config import GuardPolicy as GuardPolicy
 from ._config import configure as configure
 from ._config import get_policy as get_policy
+from ._detach import spawn_detached as spawn_detached
 from ._errors import EscalationWarning as EscalationWarning
 from ._errors import GuardClosedError as GuardClosedError
 from ._errors import GuardDegradedWarning as GuardDegradedWarning
@@ -49,6 +50,11 @@ from ._start import GuardedSpawnContext as GuardedSpawnContext
 from ._start import GuardedSpawnProcess as GuardedSpawnProcess
 from ._start import get_context as get_context
 from ._start import register as register
+from ._subprocess import Popen as Popen
+from ._subprocess import call as call
+from ._subprocess import check_call as check_call
+from ._subprocess import check_output as check_output
+from ._subprocess import run as run
 
 
 def capabilities() -> Capabilities:
@@ -79,18 +85,24 @@ __all__ = [
     "GuardedSpawnProcess",
     "MPGuardError",
     "PoolTerminatedError",
+    "Popen",
     "TaskError",
     "TaskTimeoutError",
     "UnsupportedPlatformError",
     "WorkerLostError",
     "__version__",
+    "call",
     "capabilities",
+    "check_call",
+    "check_output",
     "configure",
     "get_context",
     "get_policy",
     "install_handlers",
     "register",
+    "run",
     "shutdown",
+    "spawn_detached",
 ]
 
 logging.getLogger("mpguard").addHandler(logging.NullHandler())

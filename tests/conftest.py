@@ -13,8 +13,8 @@ if not sys.platform.startswith("linux"):
     collect_ignore_glob = ["test_*linux*.py"]
 
 
-from _support import GUARDED_METHODS
-from mpguard.testing import describe, snapshot
+from _support import GUARDED_METHODS, SHORT
+from mpguard.testing import describe, snapshot, wait_gone
 
 
 @pytest.fixture(params=GUARDED_METHODS)
@@ -52,6 +52,20 @@ else:
     # timeout: redis closes a client idle this long; the test client keeps
     # one connection for the whole session (pytest-redis defaults to 30 s).
     mpguard_redis_proc = _redis_factories.redis_proc(port=None, save="", timeout=3600)
+
+
+@pytest.fixture
+def kill_at_end() -> Iterator[list[int]]:
+    """pids a test made outside a scenario (a detached program, a
+    grandchild of the control): SIGKILLed when the test ends."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        try:
+            psutil.Process(pid).kill()
+        except psutil.Error:
+            pass
+    wait_gone(pids, SHORT)
 
 
 @pytest.fixture(scope="session")

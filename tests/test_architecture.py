@@ -29,9 +29,11 @@ LAYERS = [
     {"mpguard._signals"},
     {"mpguard._group"},
     {"mpguard._start"},
-    {"mpguard._pool"},
+    {"mpguard._pool", "mpguard._subprocess", "mpguard._detach", "mpguard._supervise"},
     {"mpguard.billiard", "mpguard.celery", "mpguard.testing"},
     {"mpguard"},
+    # The command is a user of the public API, above it.
+    {"mpguard._cli", "mpguard.__main__"},
 ]
 
 

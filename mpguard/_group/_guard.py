@@ -397,6 +397,13 @@ class Guard:
             return tree_target(f"process group {self.pgid}", live, pgid=self.pgid)
         return tree_target(f"guarded children (pgid={self.pgid})", live)
 
+    def _others_in_group(self) -> bool:
+        """True if a process other than the guardian is in the group."""
+        if not self.guardian.held() or self.state is GuardState.BROKEN:
+            return False
+        table = _platform.process_table()
+        return any(p != self.pgid for p in _platform.group_members(self.pgid, table))
+
     def shutdown(self, grace: float | None = None, *, reason: str = "api") -> None:
         """Tear the group down: SIGTERM, grace, SIGKILL, reap.  Final."""
         if self.owner_pid != os.getpid():
@@ -406,13 +413,21 @@ class Guard:
                 return
             if reason == "idle" and (self._holds > 0 or len(self.children)):
                 return
+            if reason == "idle" and self._others_in_group():
+                # A process the children left in the group (a Popen'd
+                # shell's background job) keeps the guard: releasing it
+                # would leave that process without a guardian.
+                return
             self.state = GuardState.CLOSING
             self.reason = reason
             live = self.children.members()
         grace = self.policy.grace if grace is None else grace
         self._run_hooks(late=False)
         log.debug("teardown (%s) of pgid=%d, grace=%.2fs", reason, self.pgid, grace)
-        if live:
+        # The group is signalled when it has members other than the
+        # guardian, tracked children or not: subprocesses (mpguard.Popen)
+        # and what children left behind in it are not in the table.
+        if live or self._others_in_group():
             self._teardown = self._target(live)
             escalate(self._teardown, grace)
             for child in live:
