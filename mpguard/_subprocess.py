@@ -157,6 +157,11 @@ class Popen(subprocess.Popen):  # type: ignore[type-arg]
                 weakref.ref(self),
             )
             guard.watch(fd, lambda: _on_exit(hold, fd, ref))
+        # A Popen dropped after its status was collected by its own
+        # finalizer still lets the guard go.  (One dropped while its child
+        # runs does too: the guard then stays for the child, which is in
+        # its group.)
+        weakref.finalize(self, self._hold.release)
 
     def _start_through_shim(
         self, guard: Guard, args: Any, posargs: tuple[Any, ...], kwargs: dict[str, Any]

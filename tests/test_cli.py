@@ -103,3 +103,17 @@ def test_version():
 
     out = _mpguard("--version")
     assert out.stdout.strip() == f"mpguard {mpguard.__version__}"
+
+
+def test_tree_marks_an_orphan(kill_at_end):
+    import psutil
+
+    import mpguard
+
+    pid = mpguard.spawn_detached(["sleep", "600"])
+    kill_at_end.append(pid)
+    if psutil.Process(pid).ppid() != 1:
+        pytest.skip("orphans go to a subreaper here, not to PID 1")
+    out = _mpguard("tree", str(pid), "--json")
+    (row,) = json.loads(out.stdout)
+    assert "orphan" in row["marks"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -150,7 +151,7 @@ def test_leaving_the_group_is_refused():
 
 
 def test_the_child_is_in_the_guards_group_not_the_parents():
-    out = mpguard.check_output(["sh", "-c", "ps -o pgid= -p $$"])
+    out = mpguard.check_output([sys.executable, "-c", "import os; print(os.getpgrp())"])
     assert int(out) != os.getpgrp()
     assert int(out) == mpguard._group.current_guard().pgid
 
