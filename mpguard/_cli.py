@@ -19,7 +19,7 @@ import argparse
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from ._errors import MPGuardError
 
@@ -201,62 +201,14 @@ def doctor(*, as_json: bool) -> int:
 # --- tree ---------------------------------------------------------------------------
 
 
-def _read(pid: int) -> dict[str, Any] | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    name = stat[stat.find(b"(") + 1 : stat.rfind(b")")].decode(errors="replace")
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    cmd = raw.replace(b"\0", b" ").decode(errors="replace").strip() or f"[{name}]"
-    return {
-        "pid": pid,
-        "ppid": int(fields[1]),
-        "pgid": int(fields[2]),
-        "sid": int(fields[3]),
-        "state": fields[0].decode(),
-        "cmd": cmd,
-    }
-
-
-def _table() -> dict[int, dict[str, Any]]:
-    out = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            row = _read(int(name))
-            if row is not None:
-                out[row["pid"]] = row
-    return out
-
-
-def _marks(row: dict[str, Any], guardians: set[int]) -> list[str]:
-    marks = []
-    if row["state"] in ("Z", "X"):
-        marks.append("zombie")
-    if row["ppid"] == 1 and row["pid"] != 1:
-        marks.append("orphan")
-    if row["pid"] == row["pgid"]:
-        marks.append("group-leader")
-    if row["pid"] in guardians:
-        marks.append("guardian")
-    elif row["pgid"] in guardians:
-        marks.append(f"guarded(pgid={row['pgid']})")
-    return marks
-
-
 def tree(pid: int | None, *, as_json: bool) -> int:
     """Print the tree under *pid* (default: the caller's session)."""
     if not os.path.isdir("/proc"):
         print("mpguard: tree needs /proc (Linux)", file=sys.stderr)
         return EXIT_USAGE
-    table = _table()
-    guardians = {p for p, r in table.items() if "_guardian_main.py" in r["cmd"]}
-    below: dict[int, list[int]] = {}
-    for r in table.values():
-        below.setdefault(r["ppid"], []).append(r["pid"])
+    from .testing import _tree  # noqa: PLC0415 - only for this command
+
+    table = _tree.table()
     if pid is not None:
         if pid not in table:
             print(f"mpguard: no process {pid}", file=sys.stderr)
@@ -266,25 +218,12 @@ def tree(pid: int | None, *, as_json: bool) -> int:
         sid = os.getsid(0)
         members = {p for p, r in table.items() if r["sid"] == sid}
         roots = sorted(p for p in members if table[p]["ppid"] not in members)
-    rows: list[tuple[int, dict[str, Any]]] = []
-
-    def walk(p: int, depth: int) -> None:
-        rows.append((depth, table[p]))
-        for kid in sorted(below.get(p, ())):
-            walk(kid, depth + 1)
-
-    for root in roots:
-        walk(root, 0)
+    rows = _tree.render(roots, table)
     if as_json:
-        out = [{**r, "depth": d, "marks": _marks(r, guardians)} for d, r in rows]
+        out = [{**r, "depth": d, "marks": m} for d, r, m in rows]
         print(json.dumps(out, indent=2))
         return EXIT_OK
-    print(f"{'PID':>7} {'PPID':>7} {'PGID':>7} {'SID':>7} S  COMMAND")
-    for depth, r in rows:
-        marks = _marks(r, guardians)
-        tail = f"  [{', '.join(marks)}]" if marks else ""
-        print(
-            f"{r['pid']:>7} {r['ppid']:>7} {r['pgid']:>7} {r['sid']:>7} "
-            f"{r['state']}  {'  ' * depth}{r['cmd'][:100]}{tail}"
-        )
+    print(_tree.HEADER)
+    for depth, r, m in rows:
+        print(_tree.format_line(depth, r, m))
     return EXIT_OK

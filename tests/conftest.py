@@ -14,7 +14,10 @@ if not sys.platform.startswith("linux"):
 
 
 from _support import GUARDED_METHODS, SHORT
-from mpguard.testing import describe, snapshot, wait_gone
+from mpguard.testing import wait_gone
+
+# The plugin tests run pytest inside pytest.
+pytest_plugins = ["pytester"]
 
 
 @pytest.fixture(params=GUARDED_METHODS)
@@ -22,20 +25,6 @@ def start_method(request: pytest.FixtureRequest) -> str:
     """A guarded start method; a scenario test that takes it runs once per
     method, and its stdlib control runs on the method underneath."""
     return str(request.param)
-
-
-@pytest.fixture(autouse=True)
-def no_leaked_children():
-    """Fail a test that leaves a child or grandchild of pytest behind."""
-    before = snapshot()
-    yield
-    left = before.leaked(5.0)
-    for pid in left:
-        try:
-            psutil.Process(pid).kill()
-        except psutil.Error:
-            pass
-    assert not left, f"leaked processes: {describe(left)}"
 
 
 # --- a real redis-server for the Celery tests ---------------------------------
@@ -58,8 +47,11 @@ else:
 def kill_at_end() -> Iterator[list[int]]:
     """pids a test made outside a scenario (a detached program, a
     grandchild of the control): SIGKILLed when the test ends."""
+    import os
+
     pids: list[int] = []
     yield pids
+    pids = [pid for pid in pids if pid != os.getpid()]  # never pytest itself
     for pid in pids:
         try:
             psutil.Process(pid).kill()

@@ -30,7 +30,7 @@ LAYERS = [
     {"mpguard._group"},
     {"mpguard._start"},
     {"mpguard._pool", "mpguard._subprocess", "mpguard._detach", "mpguard._supervise"},
-    {"mpguard.billiard", "mpguard.celery", "mpguard.testing"},
+    {"mpguard.billiard", "mpguard.celery", "mpguard.testing", "mpguard.pytest_plugin"},
     {"mpguard"},
     # The command is a user of the public API, above it.
     {"mpguard._cli", "mpguard.__main__"},

@@ -163,7 +163,9 @@ def test_the_child_is_in_the_guards_group_not_the_parents():
 def test_run_timeout_kills_the_grandchild(tmp_path, mode, kill_at_end):
     # The issue's own example: sh with a background sleep, a 1 s timeout.
     run = mpguard.run if mode == "guarded" else subprocess.run
-    script = "sleep 60 & echo $! > grandchild; sleep 60"
+    # `exec`: the child becomes the foreground sleep, so the stdlib's kill
+    # leaves exactly one orphan, the background one.
+    script = "sleep 60 & echo $! > grandchild; exec sleep 60"
     with pytest.raises(subprocess.TimeoutExpired):
         run(["sh", "-c", script], capture_output=True, timeout=1, cwd=tmp_path)
     gc = int((tmp_path / "grandchild").read_text())

@@ -29,12 +29,13 @@ from ._guard import (
     GuardState,
     acquire,
     current_guard,
+    guard_pids,
     holding,
     install_handlers,
     on_teardown,
     shutdown,
 )
-from ._ladder import Target, escalate, kill_now, kill_tree, tree_target
+from ._ladder import Target, escalate, kill_now, kill_tree, pids_target, tree_target
 from ._orphans import AbandonedReaper, Adopter, owned_pids
 
 __all__ = [
@@ -52,12 +53,14 @@ __all__ = [
     "acquire",
     "current_guard",
     "escalate",
+    "guard_pids",
     "holding",
     "install_handlers",
     "kill_now",
     "kill_tree",
     "on_teardown",
     "owned_pids",
+    "pids_target",
     "release",
     "shutdown",
     "tree_target",

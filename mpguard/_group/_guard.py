@@ -512,6 +512,18 @@ def current_guard() -> Guard:
     return g
 
 
+def guard_pids() -> set[int]:
+    """:meth:`Guard.known_pids` of this process's guard; empty if none runs.
+
+    Never starts a guard: for code that only needs to leave the guard's
+    own processes alone (a leak check, a reaper).
+    """
+    g = _guard
+    if g is None or g.owner_pid != os.getpid():
+        return set()
+    return g.known_pids()
+
+
 def acquire() -> Guard:
     """The process's guard, held (see :meth:`Guard.hold`); pair with
     :meth:`Guard.unhold`.  Retries if the guard was released meanwhile."""

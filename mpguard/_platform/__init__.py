@@ -37,6 +37,7 @@ __all__ = [
     "anon_file",
     "channel_pair",
     "check_supported",
+    "child_subreaper",
     "descendants",
     "group_members",
     "killpg",
@@ -48,6 +49,7 @@ __all__ = [
     "set_child_subreaper",
     "shared_page",
     "spawn_in_group",
+    "subtree",
     "waiting_child",
 ]
 
@@ -67,6 +69,10 @@ class ProcEntry(NamedTuple):
     ppid: int
     pgid: int
     zombie: bool
+    #: When it started, in a unit of the platform's own (clock ticks since
+    #: boot on Linux): with the pid, it names one process, never its
+    #: recycled pid.  0.0 where unknown.
+    start: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -211,14 +217,33 @@ CAPS = probe(disabled_capabilities())
 
 if LINUX:
     from ._linux import process_table
+    from ._linux import subtree as _subtree
 elif POSIX:
     from ._posix import process_table
+    from ._posix import subtree as _subtree
 else:  # pragma: no cover - Windows is refused by check_supported()
 
     def process_table() -> list[ProcEntry]:
         """Unsupported on this platform."""
         msg = "mpguard needs a POSIX system"
         raise UnsupportedPlatformError(msg)
+
+    def _subtree(root: int) -> list[ProcEntry] | None:
+        return process_table()
+
+
+def subtree(root: int) -> list[ProcEntry]:
+    """Every descendant of *root*, zombies included, parents before children.
+
+    On Linux only *root*'s subtree is read; elsewhere the whole table is
+    scanned.
+    """
+    entries = _subtree(root)
+    if entries is not None:
+        return entries
+    table = process_table()
+    by_pid = {e.pid: e for e in table}
+    return [by_pid[pid] for pid in descendants([root], table)]
 
 
 def check_supported() -> None:
@@ -265,8 +290,22 @@ def group_members(pgid: int, table: list[ProcEntry]) -> list[int]:
     return [e.pid for e in table if e.pgid == pgid and not e.zombie]
 
 
-#: prctl(2) option: orphans below the caller are reparented to it, not init.
+#: prctl(2) options: orphans below the caller are reparented to it, not init.
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_GET_CHILD_SUBREAPER = 37
+
+
+def child_subreaper() -> bool:
+    """Whether this process is a child subreaper now (False off Linux)."""
+    if not CAPS.subreaper:
+        return False
+    import ctypes  # noqa: PLC0415 - only where a subreaper is used
+
+    flag = ctypes.c_int(0)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0) != 0:
+        return False  # pragma: no cover - PR_GET exists wherever PR_SET does
+    return bool(flag.value)
 
 
 def set_child_subreaper(on: bool) -> None:

@@ -1,4 +1,4 @@
-"""Linux: read the process table from ``/proc`` in one pass."""
+"""Linux: read the process table, or one process's subtree, from ``/proc``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,36 @@ import os
 
 from . import ProcEntry
 
-__all__ = ["process_table"]
+__all__ = ["process_table", "subtree"]
+
+
+def _entry(pid: int) -> ProcEntry | None:
+    """One ``/proc/<pid>/stat`` read: pid, ppid, pgid, zombie state, start."""
+    try:
+        # Raw os.open/os.read: no buffered file object per process.
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+    except OSError:  # exited while we listed
+        return None
+    try:
+        data = os.read(fd, 1024)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    # The command name is in parentheses and may itself contain spaces and
+    # parentheses: split after the last ')'.  Field 22, the start time in
+    # clock ticks since boot, tells a recycled pid from the process it had.
+    fields = data[data.rfind(b")") + 2 :].split()
+    try:
+        return ProcEntry(
+            pid=pid,
+            ppid=int(fields[1]),
+            pgid=int(fields[2]),
+            zombie=fields[0] in (b"Z", b"X"),
+            start=float(fields[19]),
+        )
+    except (IndexError, ValueError):  # pragma: no cover - torn read
+        return None
 
 
 def process_table() -> list[ProcEntry]:
@@ -18,31 +47,67 @@ def process_table() -> list[ProcEntry]:
     """
     out: list[ProcEntry] = []
     for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
+        if name.isdigit():
+            entry = _entry(int(name))
+            if entry is not None:
+                out.append(entry)
+    return out
+
+
+def _children_files() -> bool:
+    # /proc/<pid>/task/<tid>/children needs CONFIG_PROC_CHILDREN, which
+    # common distribution kernels set, but not every kernel (proc(5)).
+    return os.path.exists(f"/proc/self/task/{os.getpid()}/children")
+
+
+_HAVE_CHILDREN_FILES = _children_files()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    out: list[int] = []
+    # A child belongs to the thread that forked it, so every thread's file
+    # is read (proc(5): "children").
+    for tid in tids:
         try:
-            # Raw os.open/os.read: no buffered file object per process.
-            fd = os.open(f"/proc/{name}/stat", os.O_RDONLY)
-        except OSError:  # exited while we listed
-            continue
-        try:
-            data = os.read(fd, 1024)
+            fd = os.open(f"/proc/{pid}/task/{tid}/children", os.O_RDONLY)
         except OSError:
             continue
+        try:
+            while True:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                out.extend(int(p) for p in chunk.split())
+        except OSError:
+            pass
         finally:
             os.close(fd)
-        # The command name is in parentheses and may itself contain spaces
-        # and parentheses: split after the last ')'.
-        fields = data[data.rfind(b")") + 2 :].split()
-        try:
-            out.append(
-                ProcEntry(
-                    pid=int(name),
-                    ppid=int(fields[1]),
-                    pgid=int(fields[2]),
-                    zombie=fields[0] in (b"Z", b"X"),
-                )
-            )
-        except (IndexError, ValueError):  # pragma: no cover - torn read
-            continue
+    return out
+
+
+def subtree(root: int) -> list[ProcEntry] | None:
+    """Every descendant of *root*, zombies included, parents first.
+
+    Reads only *root*'s subtree (the ``children`` files), not all of
+    ``/proc``: a few system calls for a small tree.  ``None`` if the kernel
+    lacks those files.
+    """
+    if not _HAVE_CHILDREN_FILES:
+        return None
+    out: list[ProcEntry] = []
+    todo = [root]
+    seen = {root}
+    while todo:
+        for pid in _children(todo.pop()):
+            if pid in seen:
+                continue
+            seen.add(pid)
+            entry = _entry(pid)
+            if entry is not None:
+                out.append(entry)
+                todo.append(pid)
     return out

@@ -6,7 +6,7 @@ import os
 
 from . import ProcEntry
 
-__all__ = ["process_table"]
+__all__ = ["process_table", "subtree"]
 
 
 def process_table() -> list[ProcEntry]:
@@ -14,7 +14,7 @@ def process_table() -> list[ProcEntry]:
     import psutil  # noqa: PLC0415 - keep ``import mpguard`` light
 
     out: list[ProcEntry] = []
-    for proc in psutil.process_iter(["ppid", "status"]):
+    for proc in psutil.process_iter(["ppid", "status", "create_time"]):
         try:
             pgid = os.getpgid(proc.pid)
         except OSError:
@@ -25,6 +25,16 @@ def process_table() -> list[ProcEntry]:
                 ppid=proc.info["ppid"] or 0,
                 pgid=pgid,
                 zombie=proc.info["status"] == psutil.STATUS_ZOMBIE,
+                start=proc.info["create_time"] or 0.0,
             )
         )
     return out
+
+
+def subtree(root: int) -> list[ProcEntry] | None:
+    """No cheap subtree read here: ``None`` (the caller scans the table).
+
+    *root* is unused: the signature is the Linux one.
+    """
+    del root
+    return None

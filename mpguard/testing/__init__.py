@@ -30,12 +30,24 @@ The rules these helpers keep, and that tests built on them should keep:
   (:meth:`Scenario.cleanup`), and a leak check (:func:`snapshot`) catches
   what a test forgot.
 
-Only the standard library and psutil are used; importing this module
-imports nothing else of mpguard and never pytest.  POSIX only (Linux and
-macOS).
+Leaked processes (the engine of the pytest plugin, for code without pytest
+too)::
+
+    from mpguard.testing import ProcessGuard, no_leaked_processes
+
+    with no_leaked_processes():          # LeakedProcessError on a leak
+        run_the_code()
+
+    with ProcessGuard() as guard:        # what it starts dies at the end
+        guard.Popen(["sleep", "600"])    # ... and the block fails
+
+Never imports pytest (``mpguard.pytest_plugin`` is the pytest side).  POSIX
+only (Linux and macOS); orphans are found on Linux.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from ._procs import ProcessSnapshot as ProcessSnapshot
 from ._procs import alive as alive
@@ -52,6 +64,45 @@ from ._scenario import run_scenario as run_scenario
 from ._wait import LONG as LONG
 from ._wait import SHORT as SHORT
 from ._wait import wait_for as wait_for
+
+if TYPE_CHECKING:
+    from ._leaks import DEFAULT_ALLOW as DEFAULT_ALLOW
+    from ._leaks import Leak as Leak
+    from ._leaks import LeakedProcessError as LeakedProcessError
+    from ._leaks import LeakedProcessWarning as LeakedProcessWarning
+    from ._leaks import LeakWatch as LeakWatch
+    from ._leaks import no_leaked_processes as no_leaked_processes
+    from ._process_guard import ProcessGuard as ProcessGuard
+
+# The leak check uses the rest of mpguard; it is loaded on first use, so
+# that a scenario script can import the helpers above (say, as the stdlib
+# control of a test) without loading any of mpguard or multiprocessing.
+_LAZY = {
+    "DEFAULT_ALLOW": "_leaks",
+    "Leak": "_leaks",
+    "LeakWatch": "_leaks",
+    "LeakedProcessError": "_leaks",
+    "LeakedProcessWarning": "_leaks",
+    "no_leaked_processes": "_leaks",
+    "ProcessGuard": "_process_guard",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        msg = f"module {__name__!r} has no attribute {name!r}"
+        raise AttributeError(msg)
+    import importlib  # noqa: PLC0415 - only for the lazy names
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     # Polling
@@ -72,4 +123,12 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "run_scenario",
+    # Leaked processes
+    "DEFAULT_ALLOW",
+    "Leak",
+    "LeakWatch",
+    "LeakedProcessError",
+    "LeakedProcessWarning",
+    "ProcessGuard",
+    "no_leaked_processes",
 ]
