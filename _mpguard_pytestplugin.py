@@ -86,7 +86,14 @@ def _mode(config: pytest.Config) -> str:
 
 
 def _grace(config: pytest.Config) -> float:
-    text = str(config.getini("mpguard_leaks_grace"))
+    try:
+        raw = config.getini("mpguard_leaks_grace")
+    except (TypeError, ValueError) as e:
+        # pytest 9's native [tool.pytest] table refuses a number for a
+        # string option: quote it there ("1.0").
+        msg = f'mpguard_leaks_grace: {e}; write it as a string, such as "1.0"'
+        raise pytest.UsageError(msg) from None
+    text = str(raw)
     try:
         value = float(text)
     except ValueError:
@@ -116,7 +123,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # Only now is mpguard imported.
     from mpguard.pytest_plugin import start  # noqa: PLC0415
 
-    start(config, mode, grace)
+    start(config, mode, grace, _MARKER)
 
 
 @pytest.fixture

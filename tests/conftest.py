@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -47,8 +48,6 @@ else:
 def kill_at_end() -> Iterator[list[int]]:
     """pids a test made outside a scenario (a detached program, a
     grandchild of the control): SIGKILLed when the test ends."""
-    import os
-
     pids: list[int] = []
     yield pids
     pids = [pid for pid in pids if pid != os.getpid()]  # never pytest itself

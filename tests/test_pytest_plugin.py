@@ -504,6 +504,131 @@ def test_bad_settings_are_a_usage_error(pytester, kill_at_end, args, message):
     assert "Traceback" not in result.stderr.str()
 
 
+PARAMETRIZED = """
+@pytest.fixture(scope="module", params=["a", "b"])
+def server(request):
+    p = subprocess.Popen(["sleep", "600"])
+    record(f"server-{request.param}", p.pid)
+    yield p
+    p.kill()
+    p.wait()
+
+@pytest.fixture(scope="module")
+def spawned():
+    # The first spawn starts multiprocessing's resource tracker, which
+    # lives on: a helper, never the fixture's leak.
+    import multiprocessing
+    p = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(0,))
+    p.start()
+    p.join()
+
+def test_one(server, spawned):
+    pass
+
+def test_two(server, spawned):
+    pass
+"""
+
+
+def test_no_false_leak_from_a_parametrized_fixture_or_a_helper_it_starts(
+    pytester, kill_at_end
+):
+    # With the second parameter, the old setup is torn down and the new one
+    # made in the same test: the new server is not the old one's leak.
+    write(pytester, PARAMETRIZED)
+    result = run(pytester, kill_at_end, "--mpguard-leaks=fail")
+    result.assert_outcomes(passed=4)
+
+
+def test_control_a_parametrized_fixture_that_leaks_is_caught(pytester, kill_at_end):
+    write(pytester, PARAMETRIZED.replace("    p.kill()\n    p.wait()\n", ""))
+    result = run(pytester, kill_at_end, "--mpguard-leaks=fail")
+    result.assert_outcomes(passed=4, errors=2)
+    assert "started by fixture 'server' (module scope) leaked" in result.stdout.str()
+
+
+def test_a_raw_child_that_exits_is_reaped_not_left_a_zombie(pytester, kill_at_end):
+    # os.posix_spawn without a wait: no object owns the child, so once it
+    # exits it cannot be told from an adopted orphan: the plugin reaps it.
+    write(
+        pytester,
+        """
+        def test_spawns():
+            pid = os.posix_spawnp("true", ["true"], dict(os.environ))
+            record("raw", pid)
+            time.sleep(0.2)
+
+        def test_after():
+            import psutil
+            zombies = [c.pid for c in psutil.Process().children()
+                       if c.status() == psutil.STATUS_ZOMBIE]
+            note("zombies", len(zombies))
+        """,
+    )
+    run(pytester, kill_at_end, "--mpguard-leaks=fail").assert_outcomes(passed=2)
+    assert pids(pytester, "notes.txt")["zombies"] == 0
+    # Control: without the plugin nobody reaps it.
+    run(pytester, kill_at_end).assert_outcomes(passed=2)
+    assert pids(pytester, "notes.txt")["zombies"] == 1
+
+
+def test_the_subreaper_is_back_after_an_exempt_test(pytester, kill_at_end):
+    write(
+        pytester,
+        """
+        from mpguard import _platform
+
+        @pytest.mark.mpguard_allow_leaks
+        def test_exempt():
+            note("during", int(_platform.child_subreaper()))
+
+        def test_after():
+            note("after", int(_platform.child_subreaper()))
+        """,
+    )
+    run(pytester, kill_at_end, "--mpguard-leaks=fail").assert_outcomes(passed=2)
+    assert pids(pytester, "notes.txt") == {"during": 0, "after": 1}
+
+
+def test_a_leak_behind_a_failing_teardown_is_still_reported(pytester, kill_at_end):
+    write(
+        pytester,
+        """
+        @pytest.fixture
+        def broken():
+            yield
+            raise RuntimeError("teardown breaks")
+
+        def test_leaks(broken):
+            record("sleep", subprocess.Popen(["sleep", "600"]).pid)
+        """,
+    )
+    result = run(pytester, kill_at_end, "--mpguard-leaks=fail")
+    result.assert_outcomes(passed=1, errors=1, warnings=1)
+    result.stdout.fnmatch_lines(["*LeakedProcessWarning: mpguard: 1 process(es)*"])
+
+
+def test_fixtures_torn_down_at_session_end_are_checked(pytester, kill_at_end):
+    # Ctrl-C in a test: its teardown does not run, and the module fixture
+    # is torn down at the end of the session, outside any test.
+    write(
+        pytester,
+        """
+        @pytest.fixture(scope="module")
+        def server():
+            record("server", subprocess.Popen(["sleep", "600"]).pid)
+            yield
+
+        def test_interrupted(server):
+            raise KeyboardInterrupt
+        """,
+    )
+    result = run(pytester, kill_at_end, "--mpguard-leaks=fail")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*mpguard: leaked processes*"])
+    assert "started by fixture 'server' (module scope) leaked" in result.stdout.str()
+
+
 # --- without pytest: no_leaked_processes() and ProcessGuard -------------------------
 
 SCRIPT = """
@@ -517,7 +642,8 @@ try:
             p = guard.Popen(["sleep", "600"])
             print("PID", p.pid, flush=True)
     elif mode == "clean":
-        with no_leaked_processes(grace=0.2):
+        # The background job ends on its own within the grace: no leak.
+        with no_leaked_processes(grace=5.0):
             subprocess.run(["sh", "-c", "sleep 0.1 &"], check=True)
     else:
         with warnings.catch_warnings(record=True) as seen:
@@ -594,6 +720,8 @@ def test_bad_arguments_are_refused():
         LeakWatch(grace=-1, subreaper=False)
     with pytest.raises(TypeError, match="track\\(\\) takes"):
         ProcessGuard().track("sleep")
+    with pytest.raises(ValueError, match="grace must be >= 0"):
+        ProcessGuard(grace=-1)
 
 
 def test_leaked_process_error_pickles():

@@ -11,6 +11,7 @@ fallbacks on Linux.
 from __future__ import annotations
 
 import errno
+import functools
 import mmap
 import os
 import signal
@@ -18,7 +19,7 @@ import socket
 import sys
 import tempfile
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._config import disabled_capabilities
 from .._errors import GuardSetupError, MPGuardError, UnsupportedPlatformError
@@ -295,6 +296,14 @@ _PR_SET_CHILD_SUBREAPER = 36
 _PR_GET_CHILD_SUBREAPER = 37
 
 
+@functools.cache
+def _libc() -> Any:
+    """The C library, loaded once (a leak check asks prctl every test)."""
+    import ctypes  # noqa: PLC0415 - only where prctl is used
+
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def child_subreaper() -> bool:
     """Whether this process is a child subreaper now (False off Linux)."""
     if not CAPS.subreaper:
@@ -302,8 +311,7 @@ def child_subreaper() -> bool:
     import ctypes  # noqa: PLC0415 - only where a subreaper is used
 
     flag = ctypes.c_int(0)
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0) != 0:
+    if _libc().prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0) != 0:
         return False  # pragma: no cover - PR_GET exists wherever PR_SET does
     return bool(flag.value)
 
@@ -324,8 +332,7 @@ def set_child_subreaper(on: bool) -> None:
         raise UnsupportedPlatformError(msg)
     import ctypes  # noqa: PLC0415 - only where a subreaper is used
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
+    if _libc().prctl(_PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
         err = ctypes.get_errno()
         msg = f"prctl(PR_SET_CHILD_SUBREAPER) failed: {os.strerror(err)}"
         raise GuardSetupError(msg, errno=err)

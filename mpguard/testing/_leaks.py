@@ -24,7 +24,7 @@ import warnings
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from .. import _compat, _platform
+from .. import _platform
 from .._group import AbandonedReaper, escalate, guard_pids, owned_pids, pids_target
 from . import _tree
 from ._procs import wait_gone
@@ -128,7 +128,11 @@ class LeakWatch:
         self._owners: dict[Hashable, str] = {}
         self._released: dict[Hashable, str] = {}
         self._reaper = AbandonedReaper(also_owned=self._not_to_reap)
+        # Our zombie children that a live object owned at the last sweep:
+        # while no other shows up, no garbage-collector scan is needed.
+        self._owned_zombies: frozenset[int] = frozenset()
         self._was_subreaper: bool | None = None
+        self._suspended = False
         if subreaper:
             self._was_subreaper = _platform.child_subreaper()
             _platform.set_child_subreaper(True)
@@ -152,6 +156,9 @@ class LeakWatch:
 
     def baseline(self) -> None:
         """Everything that runs now is known: only later processes can leak."""
+        if self._was_subreaper is not None and not self._suspended:
+            # Other code may have cleared the flag (one prctl to be sure).
+            _platform.set_child_subreaper(True)
         self._known = set(self._scan())
 
     # --- owners (fixtures) ------------------------------------------------------
@@ -161,12 +168,22 @@ class LeakWatch:
         return frozenset(self._scan())
 
     def owner_end(self, token: frozenset[Identity], key: Hashable, label: str) -> None:
-        """Charge to *key* what started since :meth:`owner_begin`."""
-        new = [i for i in self._scan() if i not in token and i not in self._owner_of]
-        if new:
+        """Charge to *key* what started since :meth:`owner_begin`.
+
+        *key* names one setup of the owner: a fixture set up again (a new
+        parameter) gets a new key, so tearing down the old one never
+        releases the processes of the new one.
+        """
+        for ident in self._scan():
+            if ident in token or ident in self._owner_of or ident in self._allowed:
+                continue
+            if self._is_allowed(ident[0]):
+                # A helper kept for the life of the program (a resource
+                # tracker the fixture's first spawn started) is no one's.
+                self._allowed.add(ident)
+                continue
             self._owners[key] = label
-            for ident in new:
-                self._owner_of[ident] = key
+            self._owner_of[ident] = key
 
     def owner_released(self, key: Hashable) -> None:
         """The owner is torn down: its processes are checked next time."""
@@ -189,8 +206,9 @@ class LeakWatch:
                 continue
             parent = by_pid.get(e.ppid)
             owner = self._owner_of.get(parent) if parent is not None else None
-            if owner is not None and owner in self._owners:
-                # Started by a fixture's live process (a server's worker).
+            if owner is not None and (owner in self._owners or owner in self._released):
+                # Started by a fixture's process (a server's worker): the
+                # fixture's, even if it was torn down in this very test.
                 self._owner_of[ident] = owner
             elif self._is_allowed(e.pid):
                 self._allowed.add(ident)
@@ -198,16 +216,35 @@ class LeakWatch:
                 new.append(ident)
         return new
 
+    def _reap(self, now: dict[Identity, ProcEntry] | None = None) -> None:
+        """Reap our exited children that no one will wait for.
+
+        One ``waitid(WNOWAIT)`` when there is none; the garbage-collector
+        scan of :meth:`AbandonedReaper.sweep` runs only when a zombie shows
+        up that a live object was not already known to own.
+        """
+        if _platform.waiting_child() is None:
+            self._owned_zombies = frozenset()
+            return
+        if now is None:
+            now = self._scan()
+        zombies = {e.pid for e in now.values() if e.zombie and e.ppid == self.pid}
+        if zombies <= self._owned_zombies:
+            return
+        # Dropped Popens are subprocess's to reap, statuses and all; other
+        # unowned zombies (an orphan that exited here, the subreaper's
+        # duty) are ours.
+        reaped = self._reaper.sweep()
+        self._owned_zombies = frozenset(zombies.difference(reaped))
+
     def _settle(self, idents: list[Identity]) -> dict[Identity, ProcEntry]:
         """Give *idents* up to ``grace`` to exit and be reaped; what is left."""
         deadline = time.monotonic() + self.grace
+        # A released fixture's zombie that the last sweep saw as owned is
+        # no longer protected: sweep afresh.
+        self._owned_zombies = frozenset()
         while True:
-            # Dropped Popens are subprocess's to reap; unowned zombies (an
-            # orphan that exited here, the subreaper's duty) are ours.
-            _compat.reap_dropped_popens()
-            # A full sweep, not check(): a released fixture's zombie that
-            # the last sweep saw as owned is no longer.
-            self._reaper.sweep()
+            self._reap()
             now = self._scan()
             left = {i: now[i] for i in idents if i in now}
             if not left or time.monotonic() >= deadline:
@@ -257,10 +294,15 @@ class LeakWatch:
                 if mine:
                     leaks.insert(0, self._leak(label, mine, left, orphans))
         else:
-            self._reaper.check()
+            self._reap(now)
         self._released.clear()
-        # Reported once: a leak is part of the next test's baseline.
-        self._known = set(self._scan())
+        # Forget processes that are gone, so that a recycled pid is never
+        # protected as a fixture's.
+        for ident in [i for i in self._owner_of if i not in now]:
+            del self._owner_of[ident]
+        self._allowed.intersection_update(now)
+        # Reported once: what leaked is in the next baseline.
+        self._known.update(now)
         return leaks
 
     def _orphans(self, left: dict[Identity, ProcEntry]) -> set[int]:
@@ -309,8 +351,12 @@ class LeakWatch:
         return _platform.subtree(self.pid)
 
     def kill(self, leaks: Iterable[Leak]) -> list[int]:
-        """SIGKILL the running leaked processes and what is below them; reap
-        what is ours.  Returns the pids that were signalled."""
+        """SIGKILL the running leaked processes and what is below them, and
+        reap those of them that are ours and owned by no object.
+
+        Returns:
+            The pids that were signalled (not their descendants).
+        """
         pids = [pid for leak in leaks for pid in leak.pids if pid not in leak.zombies]
         if not pids:
             return []
@@ -318,15 +364,15 @@ class LeakWatch:
         # test has failed already), descendants snapshot first.
         escalate(pids_target("leaked processes", pids), 0.0, term=False)
         wait_gone(pids, 1.0)
-        self._settle([])
-        self._known = set(self._scan())
+        self._owned_zombies = frozenset()
+        self._reap()
         return pids
 
     def close(self) -> None:
         """Reap what is left to reap, and stop being a subreaper if this
         watch made the process one."""
-        _compat.reap_dropped_popens()
-        self._reaper.check()
+        self._owned_zombies = frozenset()
+        self._reap()
         if self._was_subreaper is False:
             _platform.set_child_subreaper(False)
             self._was_subreaper = None
@@ -338,11 +384,13 @@ class LeakWatch:
         if self._was_subreaper is None or not _platform.child_subreaper():
             return False
         _platform.set_child_subreaper(False)
+        self._suspended = True
         return True
 
     def subreaper_on(self) -> None:
         """Undo :meth:`subreaper_off`."""
         _platform.set_child_subreaper(True)
+        self._suspended = False
 
 
 class Leak:

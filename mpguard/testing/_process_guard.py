@@ -42,9 +42,15 @@ class ProcessGuard:
 
     Args:
         grace: how long :meth:`close` waits for the killed processes to go.
+
+    Raises:
+        ValueError: *grace* is negative.
     """
 
     def __init__(self, *, grace: float = 1.0) -> None:
+        if not grace >= 0:  # also NaN
+            msg = f"grace must be >= 0 seconds, not {grace!r}"
+            raise ValueError(msg)
         self.grace = grace
         self._tracked: list[Any] = []
         self._killed_tree = ""
