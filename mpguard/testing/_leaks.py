@@ -284,15 +284,17 @@ class LeakWatch:
             left = self._settle(every)
             if left:
                 orphans = self._orphans(left)
+                # One read of the tree for every report's rows.
+                tree = {e.pid: e for e in self._scan().values()}
                 for key, ids in pending.items():
                     mine = [i for i in ids if i in left]
                     if mine:
                         leaks.append(
-                            self._leak(self._released[key], mine, left, orphans)
+                            self._leak(self._released[key], mine, left, orphans, tree)
                         )
                 mine = [i for i in new if i in left]
                 if mine:
-                    leaks.insert(0, self._leak(label, mine, left, orphans))
+                    leaks.insert(0, self._leak(label, mine, left, orphans, tree))
         else:
             self._reap(now)
         self._released.clear()
@@ -319,11 +321,11 @@ class LeakWatch:
         idents: list[Identity],
         left: dict[Identity, ProcEntry],
         orphans: set[int],
+        by_pid: dict[int, ProcEntry],
     ) -> Leak:
         pids = [i[0] for i in idents]
         zombies = [left[i].pid for i in idents if left[i].zombie]
         # The rows: this process, the leaked ones, and the ancestors between.
-        by_pid = {e.pid: e for e in self._scan_list()}
         show = {self.pid, *pids}
         for pid in pids:
             e = by_pid.get(pid)
@@ -347,9 +349,6 @@ class LeakWatch:
         head = f"{len(pids)} process(es) started by {label} leaked: {', '.join(parts)}"
         return Leak(head, pids, zombies, "\n".join(lines))
 
-    def _scan_list(self) -> list[ProcEntry]:
-        return _platform.subtree(self.pid)
-
     def kill(self, leaks: Iterable[Leak]) -> list[int]:
         """SIGKILL the running leaked processes and what is below them, and
         reap those of them that are ours and owned by no object.
@@ -360,10 +359,7 @@ class LeakWatch:
         pids = [pid for leak in leaks for pid in leak.pids if pid not in leak.zombies]
         if not pids:
             return []
-        # The one ladder every mpguard kill climbs: straight to SIGKILL (the
-        # test has failed already), descendants snapshot first.
-        escalate(pids_target("leaked processes", pids), 0.0, term=False)
-        wait_gone(pids, 1.0)
+        kill_trees("leaked processes", pids, 1.0)
         self._owned_zombies = frozenset()
         self._reap()
         return pids
@@ -435,6 +431,17 @@ def act(watch: LeakWatch, leaks: list[Leak], mode: str, *, stacklevel: int = 2) 
         return
     killed = watch.kill(leaks) if mode == "kill" else []
     raise LeakedProcessError(report(leaks, killed=bool(killed)), pids)
+
+
+def kill_trees(label: str, roots: list[int], timeout: float) -> None:
+    """SIGKILL *roots* and everything below them, and wait up to *timeout*
+    for them to go.
+
+    The one ladder every mpguard kill climbs, straight to SIGKILL (the test
+    has failed already), descendants snapshot before the first signal.
+    """
+    escalate(pids_target(label, roots), 0.0, term=False)
+    wait_gone(roots, timeout)
 
 
 @contextmanager

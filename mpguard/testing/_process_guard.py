@@ -5,11 +5,10 @@ from __future__ import annotations
 import multiprocessing.process
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .._group import escalate, pids_target
 from .._pool import GuardedPool
 from .._subprocess import Popen
 from . import _tree
-from ._leaks import LeakedProcessError
+from ._leaks import LeakedProcessError, kill_trees
 from ._procs import alive, descendants, wait_gone
 
 if TYPE_CHECKING:
@@ -143,9 +142,8 @@ class ProcessGuard:
             lines = [_tree.HEADER]
             lines += [_tree.format_line(*r) for r in _tree.render(roots, rows)]
             self._killed_tree = "\n".join(lines)
-            # The one ladder: straight to SIGKILL, descendants snapshot first.
-            escalate(pids_target("the test's processes", roots), 0.0, term=False)
-            wait_gone([*roots, *below], self.grace)
+            kill_trees("the test's processes", roots, self.grace)
+            wait_gone(below, self.grace)
         for obj in self._tracked:
             self._finish(obj, self.grace)
         killed = roots
