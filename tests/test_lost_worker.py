@@ -103,7 +103,7 @@ class _Gone:
 def _wake_pending(d) -> bool:
     import select
 
-    return bool(select.select([d._wake_r], [], [], 0)[0])
+    return bool(select.select([d._waker.fileno()], [], [], 0)[0])
 
 
 @pytest.mark.parametrize("pop_meanwhile", [False, True])

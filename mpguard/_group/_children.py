@@ -260,7 +260,7 @@ class ChildTable:
         self._lock = threading.RLock()
         self._members: dict[int, GuardedChild] = {}
         self._sel: selectors.BaseSelector | None = None
-        self._wake_r = self._wake_w = -1
+        self._waker: _platform.WakePipe | None = None
         self._stopped = False
 
     # --- the table -------------------------------------------------------
@@ -298,9 +298,11 @@ class ChildTable:
 
     def _start(self) -> selectors.BaseSelector:
         sel = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_w, False)
-        sel.register(self._wake_r, selectors.EVENT_READ, None)
+        # The thread closes it on its way out, after stop() returned: a
+        # late wake() must not write into a recycled descriptor (a new
+        # pool's result pipe), which a plain os.pipe() pair would.
+        self._waker = _platform.WakePipe()
+        sel.register(self._waker.fileno(), selectors.EVENT_READ, None)
         self._sel = sel
         threading.Thread(target=self._run, name="mpguard-reaper", daemon=True).start()
         return sel
@@ -322,7 +324,8 @@ class ChildTable:
     def unwatch(self, fd: int) -> None:
         """Stop watching *fd* (before its owner closes it)."""
         with self._lock:
-            if self._sel is not None and fd != self._wake_r:
+            waker = self._waker
+            if self._sel is not None and (waker is None or fd != waker.fileno()):
                 try:
                     self._sel.unregister(fd)
                 except (KeyError, ValueError):
@@ -330,10 +333,9 @@ class ChildTable:
 
     def wake(self) -> None:
         """Make the reaper re-read its tick now."""
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
+        waker = self._waker
+        if waker is not None:
+            waker.wake()
 
     def stopped(self) -> bool:
         """True once :meth:`stop` was called."""
@@ -367,14 +369,12 @@ class ChildTable:
             else:
                 ready = [k.data for k, _ in events if k.data]
             for key, _ in events:
-                if key.data is None:
-                    try:
-                        os.read(self._wake_r, 512)
-                    except OSError:
-                        pass
+                if key.data is None and self._waker is not None:
+                    self._waker.drain()
             for callback in ready:
                 callback()
         with self._lock:
             sel.close()
             self._sel = None
-            _compat.close_fds(self._wake_r, self._wake_w)
+            if self._waker is not None:
+                self._waker.close()

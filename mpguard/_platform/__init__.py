@@ -18,6 +18,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -52,6 +53,7 @@ __all__ = [
     "spawn_in_group",
     "subtree",
     "waiting_child",
+    "WakePipe",
 ]
 
 POSIX = os.name == "posix"
@@ -447,6 +449,64 @@ def channel_pair() -> tuple[socket.socket, socket.socket]:
         except OSError:  # pragma: no cover
             pass
     return pair
+
+
+class WakePipe:
+    """A self-pipe that wakes a thread blocked in ``select``; safe to use
+    after :meth:`close`.
+
+    Its descriptors are plain numbers, and the kernel hands a closed
+    number to the next ``open``/``pipe``/``socket`` at once.  A late
+    ``wake()`` from another thread (a pool's handler thread that outlived a
+    bounded join, a reaper finishing after ``shutdown()``) would otherwise
+    write its byte into whatever now has that number (a new pool's result
+    pipe, whose reader then waits forever for the rest of a message), and
+    a late drain would steal bytes from it.  One lock covers every use and
+    the close, and a closed pipe does nothing.
+    """
+
+    __slots__ = ("_lock", "_r", "_w")
+
+    def __init__(self) -> None:
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        os.set_blocking(w, False)
+        self._r, self._w = r, w
+        # Reentrant: a garbage-collector finalizer may wake() from inside.
+        self._lock = threading.RLock()
+
+    def fileno(self) -> int:
+        """The read end, to register with a selector (-1 once closed)."""
+        return self._r
+
+    def wake(self) -> None:
+        """Make the read end readable; nothing once closed or already full."""
+        with self._lock:
+            if self._w >= 0:
+                try:
+                    os.write(self._w, b"\0")
+                except OSError:  # full: a wake-up is pending anyway
+                    pass
+
+    def drain(self) -> None:
+        """Read every pending wake-up."""
+        with self._lock:
+            if self._r < 0:
+                return
+            try:
+                while os.read(self._r, 512):
+                    pass
+            except OSError:  # BlockingIOError: empty
+                pass
+
+    def close(self) -> None:
+        """Close both ends.  Idempotent."""
+        with self._lock:
+            r, w = self._r, self._w
+            self._r = self._w = -1
+        for fd in (r, w):
+            if fd >= 0:
+                os.close(fd)
 
 
 def anon_file(data: bytes) -> int:

@@ -76,16 +76,16 @@ def _children(pid: int) -> list[int]:
             fd = os.open(f"/proc/{pid}/task/{tid}/children", os.O_RDONLY)
         except OSError:
             continue
+        data = b""
         try:
-            while True:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    break
-                out.extend(int(p) for p in chunk.split())
+            # Whole before split: a pid may straddle two reads.
+            while chunk := os.read(fd, 65536):
+                data += chunk
         except OSError:
             pass
         finally:
             os.close(fd)
+        out.extend(int(p) for p in data.split())
     return out
 
 

@@ -181,11 +181,11 @@ class Dispatcher:
         self._stopped = False
         self._closed = False
         self._sel = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        # Woken by threads that may outlive close() (a bounded join after
+        # terminate): a WakePipe never touches a recycled descriptor.
+        self._waker = _platform.WakePipe()
         self._sel.register(ctrl.fileno(), selectors.EVENT_READ, _CTRL)
-        self._sel.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+        self._sel.register(self._waker.fileno(), selectors.EVENT_READ, _WAKE)
         self._registered: set[int] = set()
         self._free: list[Channel] = []
 
@@ -329,10 +329,7 @@ class Dispatcher:
             self._room.notify_all()
 
     def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"\0")
-        except (BlockingIOError, OSError):
-            pass
+        self._waker.wake()
 
     # --- the result handler's side: the event loop ------------------------
 
@@ -369,7 +366,7 @@ class Dispatcher:
                 elif kind == _CTRL:
                     results.append(self._ctrl.recv())
                 else:
-                    self._drain_wake()
+                    self._waker.drain()
 
     @staticmethod
     def _load(item: _Raw) -> Any:
@@ -383,13 +380,6 @@ class Dispatcher:
             # the job (mpguard._pool._worker): the answer is for ours.
             return (item.job, item.index, value[2])
         return value
-
-    def _drain_wake(self) -> None:
-        try:
-            while os.read(self._wake_r, 512):
-                pass
-        except (BlockingIOError, OSError):
-            pass
 
     def _on_results(self, w: _Worker) -> None:
         with self._lock:
@@ -545,8 +535,7 @@ class Dispatcher:
             self._free.clear()
             self._sched.backlog.clear()
             self._sel.close()
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+            self._waker.close()
 
 
 def _discard(msg: _wire.Message) -> None:

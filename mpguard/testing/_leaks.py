@@ -159,7 +159,14 @@ class LeakWatch:
         if self._was_subreaper is not None and not self._suspended:
             # Other code may have cleared the flag (one prctl to be sure).
             _platform.set_child_subreaper(True)
-        self._known = set(self._scan())
+        now = set(self._scan())
+        # A scan may miss a process: the kernel's children files skip a
+        # child when another one exits during the read (proc(5): "some
+        # children might be skipped").  A process seen by an earlier scan
+        # therefore stays known while its pid exists, or the next test
+        # would be charged with it.  A stale identity is harmless: a
+        # recycled pid has another start time.
+        self._known = now | {i for i in self._known if i not in now and _exists(i[0])}
 
     # --- owners (fixtures) ------------------------------------------------------
 
@@ -387,6 +394,16 @@ class LeakWatch:
         """Undo :meth:`subreaper_off`."""
         _platform.set_child_subreaper(True)
         self._suspended = False
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists
+        return True
+    return True
 
 
 class Leak:
