@@ -1,21 +1,34 @@
-"""GuardedPool vs the stdlib Pool, per start method, interleaved in one run.
+"""GuardedPool vs the stdlib Pool, per start method: ratios from one run.
 
-    python benchmarks/bench_pool.py [--rounds 7] [--quick]
-        [--methods fork,forkserver,spawn]
+    python benchmarks/bench_pool.py [--rounds 5] [--methods fork,forkserver,spawn]
+        [--only TEXT] [--quick] [--tripwire RATIO] [--memory]
 
 For each start method M the pair is the stdlib Pool on M and GuardedPool on
-"guarded-M".  Each round runs every case once for each pool, alternating
-which goes first, after one warm-up round (it also starts mpguard's
-guardian and forkserver, once-per-process costs).  The tables report
-medians and the ratio guarded / stdlib: for throughput higher is better,
-for times lower is better.  The machine is noisy: compare ratios, not
-absolute figures.  Spawn starts a fresh interpreter per worker, so its
-start and churn cases are smaller.
+"guarded-M".  Every sample runs in a fresh interpreter (``--sample``), so no
+case inherits another's guardian, forkserver, caches or garbage; the two
+pools alternate which goes first, round by round.  Each round pairs one
+stdlib sample with one guarded sample, and the ratio is taken per pair:
+
+    ratio = GuardedPool's speed / the stdlib's speed  (above 1: faster)
+
+(for a time: stdlib time / guarded time).  The table gives the median
+ratio and its min..max over the rounds: the machine is noisy, compare
+ratios, not absolute figures.  The ``import`` and ``cold start`` cases time
+a whole new interpreter from outside (``import mpguard`` against ``import
+multiprocessing.pool``; import, ``Pool(2)``, one small map, exit).
+
+``--quick`` (under a minute, in CI) runs smaller cases for 3 rounds; with
+``--tripwire 0.5`` the exit status is 1 if any median ratio is below 0.5,
+that is if GuardedPool takes more than twice the stdlib's time on any
+case: a tripwire for a gross regression, not a timed test.  ``--memory``
+adds the guardian's resident size and the per-worker memory of both pools.
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
+import json
 import multiprocessing as mp
 import os
 import platform
@@ -23,21 +36,38 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import TYPE_CHECKING
-
-import psutil
-
-import mpguard
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-STD = mp.get_context("fork")  # rebound per method in main()
-GUARDED = mp.get_context("guarded-fork")
+HERE = Path(__file__).resolve()
+ROOT = HERE.parent.parent
+# Bytecode is written and read as on a user's machine (a PYTHONDONTWRITEBYTECODE
+# in the environment would make every fresh process compile mpguard again).
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+class Case(NamedTuple):
+    name: str
+    unit: str  # "s" (a time: lower is better) or "/s" (a rate: higher is better)
+    goal: str
+
+
+# --- one sample, in a fresh process (--sample) ------------------------------------
 
 
 def noop(x: int) -> int:
     return x
+
+
+def spin(n: int) -> int:
+    # CPU-bound: a few ms of pure Python per item.
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
 
 
 _counter = None
@@ -49,32 +79,39 @@ def set_counter(counter) -> None:
 
 
 def sleeper(_: int) -> None:
-    # Synchronized values cannot be pickled into tasks; the counter is
-    # inherited through the pool's initializer instead.
     with _counter.get_lock():
         _counter.value += 1
     time.sleep(600)
 
 
-def make(kind: str, n: int, **kw):
+def make(kind: str, method: str, n: int, **kw):
     if kind == "guarded":
-        return mpguard.GuardedPool(n, context=GUARDED, **kw)
-    return STD.Pool(n, **kw)
+        import mpguard
+
+        return mpguard.GuardedPool(n, context=mp.get_context(f"guarded-{method}"), **kw)
+    return mp.get_context(method).Pool(n, **kw)
 
 
-def bench_map(kind: str, items: int, repeat: int = 5) -> float:
-    # One map of 100k tiny items takes ~10 ms: repeat it so that a sample
-    # is not one scheduler hiccup.
-    with make(kind, 2) as pool:
+def _warm(kind: str, method: str) -> None:
+    # The once-per-program costs (guardian, forkserver, imports) are the
+    # cold-start case's; the other cases measure a pool in a running program.
+    with make(kind, method, 1) as pool:
+        pool.apply(noop, (0,))
+
+
+def s_map(kind: str, method: str, items: int, chunksize: int | None) -> float:
+    _warm(kind, method)
+    with make(kind, method, 2) as pool:
         pool.map(noop, range(100))
         t0 = time.perf_counter()
-        for _ in range(repeat):
-            pool.map(noop, range(items))
-        return repeat * items / (time.perf_counter() - t0)
+        for _ in range(5):
+            pool.map(noop, range(items), chunksize=chunksize)
+        return 5 * items / (time.perf_counter() - t0)
 
 
-def bench_apply(kind: str, items: int) -> float:
-    with make(kind, 2) as pool:
+def s_apply(kind: str, method: str, items: int) -> float:
+    _warm(kind, method)
+    with make(kind, method, 2) as pool:
         t0 = time.perf_counter()
         results = [pool.apply_async(noop, (i,)) for i in range(items)]
         for r in results:
@@ -82,179 +119,315 @@ def bench_apply(kind: str, items: int) -> float:
         return items / (time.perf_counter() - t0)
 
 
-def bench_start_close(kind: str, n: int) -> float:
+def s_cpu(kind: str, method: str, items: int) -> float:
+    _warm(kind, method)
+    with make(kind, method, 2) as pool:
+        t0 = time.perf_counter()
+        pool.map(spin, [200_000] * items, chunksize=1)
+        return items / (time.perf_counter() - t0)
+
+
+def s_startup(kind: str, method: str, n: int) -> float:
+    # Create, run one task, close and join: a pool's whole life.
+    _warm(kind, method)
     t0 = time.perf_counter()
-    pool = make(kind, n)
+    pool = make(kind, method, n)
+    pool.apply(noop, (0,))
     pool.close()
     pool.join()
     return time.perf_counter() - t0
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
+def s_terminate(kind: str, method: str, n: int) -> float:
+    import psutil
 
-
-def bench_terminate(kind: str, n: int) -> float:
-    counter = STD.Value("i", 0)
-    pool = make(kind, n, initializer=set_counter, initargs=(counter,))
+    _warm(kind, method)
+    counter = mp.get_context(method).Value("i", 0)
+    pool = make(kind, method, n, initializer=set_counter, initargs=(counter,))
     pool.map_async(sleeper, range(n), chunksize=1)
     deadline = time.monotonic() + 60
     while counter.value < n:
         if time.monotonic() > deadline:
             raise RuntimeError("workers did not all start their task")
         time.sleep(0.005)
-    pids = [w.pid for w in pool._pool]
+    procs = [psutil.Process(w.pid) for w in pool._pool]
     t0 = time.perf_counter()
     pool.terminate()
-    while any(_alive(p) for p in pids):
-        time.sleep(0.001)
+    # Until every worker is gone (reaped, or at least dead): what a caller
+    # that wants its CPUs and memory back waits for.
+    for p in procs:
+        try:
+            while p.status() != psutil.STATUS_ZOMBIE:
+                time.sleep(0.0005)
+        except psutil.NoSuchProcess:
+            pass
     dt = time.perf_counter() - t0
     pool.join()
     return dt
 
 
-def bench_churn(kind: str, tasks: int) -> float:
-    pool = make(kind, 2, maxtasksperchild=1)
+def s_churn(kind: str, method: str, tasks: int) -> float:
+    _warm(kind, method)
+    pool = make(kind, method, 2, maxtasksperchild=1)
     t0 = time.perf_counter()
     pool.map(noop, range(tasks), chunksize=1)
     dt = time.perf_counter() - t0
     # close+join, not terminate: the stdlib Pool's terminate() can race its
-    # own respawning thread and hang forever (gh-96995; seen here).
+    # own respawning thread and hang forever (gh-96995).
     pool.close()
     pool.join()
     return tasks / dt
 
 
-def bench_cold_start(kind: str) -> float:
-    """A new program's first pool: interpreter, imports, guard (guardian,
-    forkserver), 2 workers, one map, shutdown."""
-    method = STD.get_start_method()
+# --- whole-process cases, timed from outside -------------------------------------
+
+
+def import_code(kind: str, method: str) -> str:
+    del method
+    return "import mpguard" if kind == "guarded" else "import multiprocessing.pool"
+
+
+def cold_code(kind: str, method: str) -> str:
     if kind == "guarded":
-        head = f"import mpguard; ctx = mp.get_context('guarded-{method}')"
+        head = f"import mpguard\nctx = mp.get_context('guarded-{method}')"
     else:
         head = f"ctx = mp.get_context('{method}')"
-    code = (
+    return (
         "import multiprocessing as mp\n"
         f"{head}\n"
         "if __name__ == '__main__':\n"
         "    with ctx.Pool(2) as pool:\n"
-        "        pool.map(abs, range(4))\n"
+        "        pool.map(abs, range(10))\n"
     )
+
+
+def whole_process(code: str) -> float:
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, env=ENV, cwd=ROOT)
     return time.perf_counter() - t0
 
 
-Case = tuple[str, str, "Callable[[str], float]", bool]
+# --- the table ----------------------------------------------------------------------
 
 
-def cases(quick: bool, method: str = "fork") -> list[Case]:
-    """(name, unit, run(kind) -> value, higher_is_better) for each case.
-
-    A spawn worker takes ~60 ms to start and a forkserver one ~15 ms, so
-    those methods start and terminate 8 workers, not 32, and churn less.
-    """
+def cases(quick: bool, method: str) -> list[tuple[Case, Callable[[str], float]]]:
+    """Each case and how to take one sample of it for a kind of pool."""
     k = 10 if quick else 1
-    sizes = [8] if method != "fork" else [8, 32]
+    # A spawn worker takes ~60 ms to start and a forkserver one ~15 ms:
+    # those methods start 8 workers at most, and churn less.
+    sizes = [2, 8, 32] if method == "fork" else [2, 8]
     doomed = 32 if method == "fork" else 8
-    churn = {"fork": 400, "forkserver": 200, "spawn": 40}[method]
-    table: list[Case] = [
-        ("cold start, Pool(2) + one map", "ms", bench_cold_start, False),
+    churn = {"fork": 400, "forkserver": 200, "spawn": 40}[method] // (4 if quick else 1)
+
+    def sample(fn: str, *args: object) -> Callable[[str], float]:
+        return lambda kind: run_sample(fn, kind, method, *args)
+
+    table: list[tuple[Case, Callable[[str], float]]] = []
+    if method == "fork":  # the import does not depend on the method
+        table.append(
+            (
+                Case("import mpguard (vs multiprocessing.pool)", "s", "<= +5 ms"),
+                lambda kind: whole_process(import_code(kind, method)),
+            )
+        )
+    table += [
         (
-            "map of 100k tiny items",
-            "items/s",
-            lambda p: bench_map(p, 100_000 // k),
-            True,
+            Case("cold start: Pool(2) + one map + exit", "s", ">= 0.87 (1.15x time)"),
+            lambda kind: whole_process(cold_code(kind, method)),
         ),
-        ("20k apply_async", "tasks/s", lambda p: bench_apply(p, 20_000 // k), True),
+        (
+            Case("map 100k tiny, default chunks", "/s", ">= 0.97"),
+            sample("s_map", 100_000 // k, None),
+        ),
+        (
+            Case("map 100k, chunksize 1000", "/s", ">= 0.97"),
+            sample("s_map", 100_000 // k, 1000),
+        ),
+        (Case("20k apply_async", "/s", ">= 0.97"), sample("s_apply", 20_000 // k)),
+        (Case("CPU-bound efficiency", "/s", ">= 0.97"), sample("s_cpu", 40 // k * 2)),
     ]
     for n in sizes:
         table.append(
             (
-                f"start+close, {n} workers",
-                "ms",
-                lambda p, n=n: bench_start_close(p, n),
-                False,
+                Case(f"create + 1 task + close/join, N={n}", "s", ">= 0.95"),
+                sample("s_startup", n),
             )
         )
     table.append(
         (
-            f"terminate {doomed} busy workers",
-            "ms",
-            lambda p: bench_terminate(p, doomed),
-            False,
+            Case(f"terminate {doomed} busy workers until gone", "s", ">= 1.0"),
+            sample("s_terminate", doomed),
         )
     )
     table.append(
         (
-            "maxtasksperchild=1 churn",
-            "tasks/s",
-            lambda p: bench_churn(p, max(10, churn // k)),
-            True,
+            Case("maxtasksperchild=1 churn", "/s", ">= 1.0"),
+            sample("s_churn", max(10, churn)),
         )
     )
     return table
 
 
+def run_sample(fn: str, kind: str, method: str, *args: object) -> float:
+    """One sample of ``fn(kind, method, *args)`` in a fresh interpreter."""
+    out = subprocess.run(
+        [sys.executable, str(HERE), "--sample", json.dumps([fn, kind, method, *args])],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+        timeout=600,
+    )
+    return float(out.stdout.split()[-1])
+
+
+def speed_ratio(case: Case, stdlib: float, guarded: float) -> float:
+    """GuardedPool's speed over the stdlib's: above 1 is faster."""
+    return stdlib / guarded if case.unit == "s" else guarded / stdlib
+
+
 def fmt(value: float, unit: str) -> str:
-    if unit == "ms":
+    if unit == "s":
         return f"{value * 1000:.1f} ms"
-    return f"{value:,.0f} {unit}"
+    return f"{value:,.0f}/s"
 
 
-TARGETS = {
-    "cold start, Pool(2) + one map": "",
-    "map of 100k tiny items": ">= 0.97x",
-    "20k apply_async": ">= 0.97x",
-    "start+close, 8 workers": "time <= 1.15x",
-    "start+close, 32 workers": "time <= 1.15x",
-    "terminate 32 busy workers": "time <= 1.0x (aim 0.5x)",
-    "terminate 8 busy workers": "time <= 1.0x",
-    "maxtasksperchild=1 churn": ">= 1.0x",
-}
-
-
-def run_method(method: str, rounds: int, quick: bool, only: str = "") -> None:
-    global STD, GUARDED
-    STD = mp.get_context(method)
-    GUARDED = mp.get_context(f"guarded-{method}")
-    table = [c for c in cases(quick, method) if only in c[0]]
-    results: dict[tuple[str, str], list[float]] = {}
-    for rnd in range(rounds + 1):
-        for name, _, fn, _ in table:
-            order = ("guarded", "stdlib") if rnd % 2 else ("stdlib", "guarded")
+def run_method(method: str, rounds: int, quick: bool, only: str) -> list[float]:
+    """Print *method*'s table; return its median ratios."""
+    table = [(c, fn) for c, fn in cases(quick, method) if only in c.name]
+    samples: dict[str, dict[str, list[float]]] = {c.name: {} for c, _ in table}
+    # Round 0 warms the file cache (interpreter, modules) and is dropped,
+    # unless --quick.
+    first = 0 if quick else 1
+    for rnd in range(rounds + first):
+        order = ("guarded", "stdlib") if rnd % 2 else ("stdlib", "guarded")
+        for case, fn in table:
             for kind in order:
                 value = fn(kind)
-                if rnd:  # round 0 is the warm-up
-                    results.setdefault((name, kind), []).append(value)
+                if rnd >= first:
+                    samples[case.name].setdefault(kind, []).append(value)
     print(f"\n### {method}: stdlib {method!r} vs 'guarded-{method}'\n")
-    print(f"| case | stdlib {method} Pool | GuardedPool | ratio | target |")
+    print("| case | stdlib | GuardedPool | speed ratio, median [min..max] | goal |")
     print("|---|---|---|---|---|")
-    for name, unit, _, higher in table:
-        s = statistics.median(results[(name, "stdlib")])
-        g = statistics.median(results[(name, "guarded")])
-        ratio = g / s
-        kind = "throughput" if higher else "time"
-        row = [name, fmt(s, unit), fmt(g, unit), f"{ratio:.2f}x {kind}", TARGETS[name]]
+    medians = []
+    for case, _ in table:
+        s, g = samples[case.name]["stdlib"], samples[case.name]["guarded"]
+        ratios = [speed_ratio(case, a, b) for a, b in zip(s, g)]
+        med = statistics.median(ratios)
+        medians.append(med)
+        extra = ""
+        if case.name.startswith("import"):
+            extra = f" ({(statistics.median(g) - statistics.median(s)) * 1000:+.1f} ms)"
+        row = [
+            case.name,
+            fmt(statistics.median(s), case.unit),
+            fmt(statistics.median(g), case.unit) + extra,
+            f"{med:.2f} [{min(ratios):.2f}..{max(ratios):.2f}]",
+            case.goal,
+        ]
         print("| " + " | ".join(row) + " |", flush=True)
+    return medians
+
+
+# --- memory ---------------------------------------------------------------------------
+
+
+def memory_report() -> None:
+    """The guardian's memory, and each pool's per-worker memory (fork)."""
+    out = subprocess.run(
+        [sys.executable, str(HERE), "--sample", json.dumps(["s_memory", "", "fork"])],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+        timeout=300,
+    )
+    m = json.loads(out.stdout.strip().splitlines()[-1])
+    mib = 1 << 20
+    print("\n### memory (fork, 4 workers, after one map)\n")
+    print("| process | RSS | USS (its own pages) |")
+    print("|---|---|---|")
+    rss, uss = m["guardian_rss"] / mib, m["guardian_uss"] / mib
+    print(f"| guardian | {rss:.1f} MiB | {uss:.1f} MiB |")
+    for kind in ("stdlib", "guarded"):
+        rss, uss = m[f"{kind}_rss"], m[f"{kind}_uss"]
+        print(f"| {kind} worker (mean) | {rss / mib:.1f} MiB | {uss / mib:.2f} MiB |")
+
+
+def s_memory(kind: str, method: str) -> str:
+    import psutil
+
+    import mpguard
+    from mpguard._group import current_guard
+
+    del kind
+    out: dict[str, float] = {}
+    for k in ("stdlib", "guarded"):
+        with make(k, method, 4) as pool:
+            pool.map(noop, range(100))
+            procs = [psutil.Process(w.pid) for w in pool._pool]
+            infos = [p.memory_full_info() for p in procs]
+            out[f"{k}_rss"] = statistics.mean(i.rss for i in infos)
+            out[f"{k}_uss"] = statistics.mean(i.uss for i in infos)
+            if k == "guarded":
+                g = psutil.Process(current_guard().pgid).memory_full_info()
+                out["guardian_rss"], out["guardian_uss"] = g.rss, g.uss
+    del mpguard
+    return json.dumps(out)
+
+
+# --- main -----------------------------------------------------------------------------
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--quick", action="store_true", help="smaller sizes (smoke test)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--rounds", type=int, default=None, help="default 5; 3 with --quick"
+    )
+    ap.add_argument("--quick", action="store_true", help="smaller cases (CI)")
     ap.add_argument("--methods", default="fork,forkserver,spawn")
     ap.add_argument("--only", default="", help="run the cases whose name has this")
-    a = ap.parse_args()
-    print(
-        f"Python {platform.python_version()}, {os.cpu_count()} CPUs, "
-        f"{a.rounds} rounds{' (quick)' if a.quick else ''}; medians"
+    ap.add_argument(
+        "--tripwire",
+        type=float,
+        default=None,
+        metavar="RATIO",
+        help="exit 1 if a median speed ratio is below RATIO (0.5: twice as slow)",
     )
+    ap.add_argument("--memory", action="store_true", help="also report memory")
+    ap.add_argument("--sample", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.sample:
+        fn, *args = json.loads(a.sample)
+        print(globals()[fn](*args))
+        return 0
+    rounds = a.rounds if a.rounds is not None else (3 if a.quick else 5)
+    # Compiled once here, as pip does on install: no sample compiles mpguard.
+    compileall.compile_dir(str(ROOT / "mpguard"), quiet=1)
+    print(
+        f"Python {platform.python_version()}, {os.cpu_count()} CPUs, {rounds} "
+        f"rounds{' (quick)' if a.quick else ''}; each sample a fresh process"
+    )
+    t0 = time.monotonic()
+    worst: list[tuple[float, str]] = []
     for method in a.methods.split(","):
-        run_method(method, a.rounds, a.quick, a.only)
+        for ratio in run_method(method, rounds, a.quick, a.only):
+            worst.append((ratio, method))
+    if a.memory:
+        memory_report()
+    print(f"\n({time.monotonic() - t0:.0f} s)")
+    if a.tripwire is not None and worst and min(worst)[0] < a.tripwire:
+        ratio, method = min(worst)
+        print(
+            f"bench_pool: a median speed ratio is {ratio:.2f} on {method} (tripwire "
+            f"{a.tripwire}): GuardedPool got more than {1 / a.tripwire:.1f}x slower",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -17,13 +17,8 @@ ever signalled.
 
 from __future__ import annotations
 
-import logging
 import sys
 
-from ._config import GuardPolicy as GuardPolicy
-from ._config import configure as configure
-from ._config import get_policy as get_policy
-from ._detach import spawn_detached as spawn_detached
 from ._errors import EscalationWarning as EscalationWarning
 from ._errors import GuardClosedError as GuardClosedError
 from ._errors import GuardDegradedWarning as GuardDegradedWarning
@@ -34,11 +29,6 @@ from ._errors import TaskError as TaskError
 from ._errors import TaskTimeoutError as TaskTimeoutError
 from ._errors import UnsupportedPlatformError as UnsupportedPlatformError
 from ._errors import WorkerLostError as WorkerLostError
-from ._group import install_handlers as install_handlers
-from ._group import shutdown as shutdown
-from ._platform import CAPS as _CAPS
-from ._platform import Capabilities as Capabilities
-from ._pool import GuardedPool as GuardedPool
 from ._start import START_METHOD as START_METHOD
 from ._start import START_METHODS as START_METHODS
 from ._start import GuardedContext as GuardedContext
@@ -50,18 +40,80 @@ from ._start import GuardedSpawnContext as GuardedSpawnContext
 from ._start import GuardedSpawnProcess as GuardedSpawnProcess
 from ._start import get_context as get_context
 from ._start import register as register
-from ._subprocess import Popen as Popen
-from ._subprocess import call as call
-from ._subprocess import check_call as check_call
-from ._subprocess import check_output as check_output
-from ._subprocess import run as run
+from ._start import set_pool_class as _set_pool_class
+
+# ``import mpguard`` loads only what registration needs (the contexts and
+# the errors): a short script, a CLI and every spawn or forkserver worker
+# import mpguard again, and pay for it on each run.  The rest loads on
+# first use (PEP 562); the type checker reads the imports below.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ._config import GuardPolicy as GuardPolicy
+    from ._config import configure as configure
+    from ._config import get_policy as get_policy
+    from ._detach import spawn_detached as spawn_detached
+    from ._group import install_handlers as install_handlers
+    from ._group import shutdown as shutdown
+    from ._platform import Capabilities as Capabilities
+    from ._pool import GuardedPool as GuardedPool
+    from ._subprocess import Popen as Popen
+    from ._subprocess import call as call
+    from ._subprocess import check_call as check_call
+    from ._subprocess import check_output as check_output
+    from ._subprocess import run as run
+
+#: The module that defines each name loaded on first use.
+_LAZY = {
+    "GuardPolicy": "_config",
+    "configure": "_config",
+    "get_policy": "_config",
+    "spawn_detached": "_detach",
+    "install_handlers": "_group",
+    "shutdown": "_group",
+    "Capabilities": "_platform",
+    "GuardedPool": "_pool",
+    "Popen": "_subprocess",
+    "call": "_subprocess",
+    "check_call": "_subprocess",
+    "check_output": "_subprocess",
+    "run": "_subprocess",
+}
+
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> object:
+        module = _LAZY.get(name)
+        if module is None:
+            msg = f"module {__name__!r} has no attribute {name!r}"
+            raise AttributeError(msg)
+        full = f"{__name__}.{module}"
+        __import__(full)
+        value = getattr(sys.modules[full], name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 def capabilities() -> Capabilities:
     """What this machine offers mpguard (pidfds, pidfd group signals,
     subreaper, cgroup v2 and ``cgroup.kill``, memfd, SEQPACKET, kernel and
-    Python versions), probed once at import."""
-    return _CAPS
+    Python versions), probed once, on first use."""
+    from ._platform import CAPS  # noqa: PLC0415 - on first use
+
+    return CAPS
+
+
+def _new_pool(*args: Any, **kwargs: Any) -> GuardedPool:
+    # ``ctx.Pool()`` before ``mpguard.GuardedPool`` was ever touched: load
+    # the pool layer, which then registers GuardedPool itself.
+    from ._pool import GuardedPool  # noqa: PLC0415 - on first use
+
+    return GuardedPool(*args, **kwargs)
 
 
 __version__ = "0.1.0"
@@ -105,8 +157,7 @@ __all__ = [
     "spawn_detached",
 ]
 
-logging.getLogger("mpguard").addHandler(logging.NullHandler())
-
+_set_pool_class(_new_pool)
 register()
 
 if "billiard" in sys.modules:  # otherwise: import mpguard.billiard

@@ -10,7 +10,8 @@ Exit statuses: ``run``: the command's own, 128+N if it died of signal N,
 126 if it cannot be executed (or the guard cannot be set up, say
 ``--subreaper`` where the kernel lacks it), 127 if it is not found; ``doctor``: 0 full
 protection, 1 degraded; ``tree``: 0, 1 no such process; every command: 2
-bad usage.  Errors are one line on stderr, never a traceback.
+bad usage (a bad ``MPGUARD_*`` environment variable included).  Errors are
+one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -133,6 +134,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mpguard`` command; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
+    try:
+        # The MPGUARD_* settings are read on first use, not at import: a
+        # bad one is named here, in one line, before any command runs.
+        from ._config import get_policy  # noqa: PLC0415
+
+        get_policy()
+    except ValueError as e:
+        print(f"mpguard: {e}", file=sys.stderr)
+        return EXIT_USAGE
     if args.command == "run":
         return _run(parser, args)
     try:

@@ -16,11 +16,17 @@ from __future__ import annotations
 import math
 import os
 import signal
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+import sys
 
+# typing.TYPE_CHECKING without importing typing (its import cost).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
+    from typing import Any, TypeVar
+
+    from typing_extensions import dataclass_transform
+
+    _T = TypeVar("_T")
 
 __all__ = [
     "GuardPolicy",
@@ -28,7 +34,145 @@ __all__ = [
     "disabled_capabilities",
     "get_policy",
     "on_policy_change",
+    "record",
+    "replace",
 ]
+
+
+def _record(cls: Any) -> Any:
+    """``@dataclass(frozen=True)`` for mpguard's records (:class:`GuardPolicy`,
+    ``Capabilities``), without importing dataclasses: with the inspect
+    module it pulls in, that cost every pool 3 ms to start.
+
+    Fields are the class's annotations, in order, with the class attributes
+    as defaults.  The instance is frozen and has ``__eq__``, ``__hash__``,
+    ``__repr__``, ``__match_args__`` and pickling by field; :func:`replace`
+    (and ``copy.replace`` on 3.13+) copies one with changes.  The type
+    checker sees a frozen dataclass.
+    """
+    # Under `from __future__ import annotations`: strings, on 3.9-3.15.
+    names = tuple(cls.__annotations__)
+    defaults = {n: cls.__dict__[n] for n in names if n in cls.__dict__}
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:  # noqa: N807
+        if len(args) > len(names):
+            msg = f"{cls.__name__}() takes at most {len(names)} arguments"
+            raise TypeError(msg)
+        values = dict(zip(names, args))
+        for name, value in kwargs.items():
+            if name not in names or name in values:
+                what = "unexpected" if name not in names else "duplicate"
+                msg = f"{cls.__name__}() got an {what} argument {name!r}"
+                raise TypeError(msg)
+            values[name] = value
+        for name in names:
+            if name not in values:
+                if name not in defaults:
+                    msg = f"{cls.__name__}() missing argument {name!r}"
+                    raise TypeError(msg)
+                values[name] = defaults[name]
+            object.__setattr__(self, name, values[name])
+
+    def __setattr__(self: Any, name: str, value: object) -> None:  # noqa: N807
+        msg = f"cannot assign to field {name!r}"  # dataclasses' wording
+        raise AttributeError(msg)
+
+    def __delattr__(self: Any, name: str) -> None:  # noqa: N807
+        msg = f"cannot delete field {name!r}"
+        raise AttributeError(msg)
+
+    def key(self: Any) -> tuple[object, ...]:
+        return tuple(getattr(self, n) for n in names)
+
+    def __eq__(self: Any, other: object) -> bool:  # noqa: N807
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return bool(key(self) == key(other))
+
+    def __repr__(self: Any) -> str:  # noqa: N807
+        shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in names)
+        return f"{type(self).__qualname__}({shown})"
+
+    def __reduce__(self: Any) -> tuple[Any, ...]:  # noqa: N807
+        return (type(self), key(self))
+
+    cls.__init__ = __init__
+    cls.__setattr__ = __setattr__
+    cls.__delattr__ = __delattr__
+    cls.__eq__ = __eq__
+    cls.__hash__ = lambda self: hash(key(self))
+    cls.__repr__ = __repr__
+    cls.__reduce__ = __reduce__
+    setattr(cls, "__match_args__", names)  # noqa: B010 - mypy refuses the assignment
+    # copy.replace() (3.13+), as on a dataclass.
+    cls.__replace__ = lambda self, **changes: replace(self, **changes)
+    cls._mpguard_fields = names
+    return cls
+
+
+if TYPE_CHECKING:
+
+    @dataclass_transform(frozen_default=True)
+    def record(cls: type[_T]) -> type[_T]:
+        """A frozen dataclass, as far as the type checker knows."""
+
+else:
+    record = _record
+
+
+def replace(obj: _T, **changes: object) -> _T:
+    """A copy of the :func:`record` *obj* with *changes*
+    (``dataclasses.replace``)."""
+    values = {n: getattr(obj, n) for n in obj._mpguard_fields}  # type: ignore[attr-defined]
+    values.update(changes)
+    return type(obj)(**values)
+
+
+class _Log:
+    """The ``"mpguard"`` logger, without importing :mod:`logging` for it.
+
+    Importing logging costs a program about 2 ms, and every pool, script
+    and worker would pay it for records nobody reads: while logging is not
+    imported, no handler or level can have been configured, and the
+    logger's NullHandler (the logging HOWTO's advice for a library) would
+    drop every record anyway.  Once the program imports logging, each call
+    goes to the real logger.
+    """
+
+    __slots__ = ("_logger",)
+
+    def __init__(self) -> None:
+        self._logger: Any = None
+
+    def _real(self) -> Any:
+        logger = self._logger
+        if logger is None and "logging" in sys.modules:
+            import logging  # noqa: PLC0415 - already imported by the program
+
+            logger = logging.getLogger("mpguard")
+            if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+                logger.addHandler(logging.NullHandler())
+            self._logger = logger
+        return logger
+
+    def debug(self, msg: str, *args: object, **kwargs: Any) -> None:
+        """``logging.Logger.debug`` once logging is imported."""
+        logger = self._real()
+        if logger is not None:
+            # The caller's line in the record, not this one.
+            kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
+            logger.debug(msg, *args, **kwargs)
+
+    def warning(self, msg: str, *args: object, **kwargs: Any) -> None:
+        """``logging.Logger.warning`` once logging is imported."""
+        logger = self._real()
+        if logger is not None:
+            kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
+            logger.warning(msg, *args, **kwargs)
+
+
+#: mpguard's logger, for every module.
+log = _Log()
 
 DEFAULT_GRACE = 1.0
 #: The longest parent-death grace: the group must be gone within 1 s of
@@ -54,7 +198,7 @@ ALLOWED_SIGNALS = frozenset(
 )
 
 
-@dataclass(frozen=True)
+@record
 class GuardPolicy:
     """What the process-wide guard does.
 

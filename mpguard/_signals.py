@@ -45,7 +45,6 @@ parent at once and the guardian SIGKILLs the group).
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
@@ -55,6 +54,8 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Union
 
+from . import _compat
+from ._config import log
 from ._errors import GuardDegradedWarning, signal_name
 
 if TYPE_CHECKING:
@@ -71,7 +72,6 @@ __all__ = [
     "uninstall",
 ]
 
-log = logging.getLogger("mpguard")
 
 _Disposition = Union[Callable[[int, Any], Any], int, None]
 
@@ -171,7 +171,7 @@ def guarded_fork(active: bool) -> None:
 def before_fork() -> None:
     """at-fork hook: block the handled signals around a non-guarded fork."""
     if _installed and not getattr(_local, "guarded", False):
-        _local.mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(_installed))
+        _local.mask = _compat.sigmask(signal.SIG_BLOCK, _installed)
 
 
 def after_fork_in_parent() -> None:
@@ -179,7 +179,7 @@ def after_fork_in_parent() -> None:
     mask = getattr(_local, "mask", None)
     if mask is not None:
         _local.mask = None
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        _compat.sigmask(signal.SIG_SETMASK, mask)
 
 
 def after_fork_in_child() -> None:

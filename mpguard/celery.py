@@ -48,7 +48,6 @@ process (``parent_handlers=False``); the guardian covers its death.  Set
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import threading
@@ -64,13 +63,13 @@ except ImportError as e:  # pragma: no cover - exercised without celery
 
 from . import _compat, _config, _platform
 from . import billiard as _guarded_billiard
+from ._config import log
 from ._errors import GuardDegradedWarning, MPGuardError
 from ._group import AbandonedReaper, Adopter, Guard, acquire, escalate, kill_tree
 from ._group._ladder import pids_target
 
 __all__ = ["AsynPool", "BlockingPool", "TaskPool"]
 
-log = logging.getLogger("mpguard")
 
 #: SIGTERM-to-SIGKILL wait of a hard time limit, as billiard's own.
 HARD_LIMIT_GRACE = 0.1

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,15 @@ from mpguard.testing import wait_gone
 
 # The plugin tests run pytest inside pytest.
 pytest_plugins = ["pytester"]
+
+# A suite started as a background job of a shell without job control
+# (`bash -c 'pytest &'`) inherits SIGINT ignored, and an ignored signal
+# stays ignored across fork and exec: every scenario would then shrug off
+# Ctrl-C, and the tests that check Ctrl-C handling would fail for reasons
+# that have nothing to do with mpguard.  Scenarios start from Python's
+# default instead.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(params=GUARDED_METHODS)

@@ -159,12 +159,128 @@ def test_bad_parent_death_grace_in_the_environment_is_named():
     import subprocess
     import sys
 
+    # Read on first use (the import stays light): the first pool fails,
+    # naming the variable, and the command says so in one line.
+    env = {**__import__("os").environ, "MPGUARD_PARENT_DEATH_GRACE": "2"}
+    code = "import mpguard; mpguard.GuardedPool(1)"
     out = subprocess.run(
-        [sys.executable, "-c", "import mpguard"],
-        env={**__import__("os").environ, "MPGUARD_PARENT_DEATH_GRACE": "2"},
+        [sys.executable, "-c", code],
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert out.returncode != 0
     assert "MPGUARD_PARENT_DEATH_GRACE must be a number of seconds from 0" in out.stderr
+    out = subprocess.run(
+        [sys.executable, "-m", "mpguard", "doctor"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert out.stderr.startswith("mpguard: MPGUARD_PARENT_DEATH_GRACE must be")
+    assert len(out.stderr.splitlines()) == 1
+
+
+def test_import_loads_only_what_registration_needs():
+    # Every spawn and forkserver worker, and every short script, imports
+    # mpguard: it costs no more than multiprocessing's own pool module.
+    # Checked as the set of modules loaded, not as a time.
+    import subprocess
+    import sys
+
+    code = """
+import sys
+import multiprocessing.pool
+before = set(sys.modules)
+import mpguard
+print(" ".join(sorted(set(sys.modules) - before)))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    loaded = set(out.stdout.split())
+    heavy = {"typing", "logging", "dataclasses", "inspect", "psutil", "ctypes", "mmap"}
+    assert not loaded & heavy
+    assert not {m for m in loaded if m.startswith(("mpguard._group", "mpguard._pool"))}
+    # ...and the rest comes on first use.
+    code = (
+        "import mpguard, sys; mpguard.GuardedPool; "
+        "print('mpguard._pool' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert out.stdout.strip() == "True", out.stderr
+
+
+def test_logging_is_not_imported_for_mpguard_but_records_flow_once_it_is():
+    # mpguard logs through a stand-in that imports nothing: a program that
+    # never imports logging cannot read the records anyway.  One that
+    # imports it, even after mpguard, gets them, with the caller's line.
+    import subprocess
+    import sys
+
+    code = """
+import sys
+import mpguard
+if __name__ == "__main__":
+    with mpguard.GuardedPool(1) as pool:
+        pool.map(abs, [1])
+    mpguard.shutdown()
+    print("logging imported:", "logging" in sys.modules)
+    import logging
+    logging.basicConfig(
+        level=logging.DEBUG, stream=sys.stdout, format="%(name)s %(module)s %(message)s"
+    )
+    with mpguard.GuardedPool(1) as pool:
+        pool.map(abs, [1])
+    mpguard.shutdown()
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert "logging imported: False" in out.stdout
+    assert "mpguard _guard teardown (api)" in out.stdout, out.stdout
+
+
+class _MyPolicy(mpguard.GuardPolicy):
+    pass
+
+
+def test_policy_and_capabilities_are_frozen_records():
+    # Records of mpguard's own (no dataclasses import): what a frozen
+    # dataclass gives, field by field.
+    import copy
+    import pickle
+    import signal
+
+    from mpguard._config import replace
+
+    p = mpguard.GuardPolicy(grace=2.0)
+    assert p == mpguard.GuardPolicy(2.0) != mpguard.GuardPolicy(grace=3.0)
+    assert hash(p) == hash(mpguard.GuardPolicy(grace=2.0))
+    assert pickle.loads(pickle.dumps(p)) == p
+    assert repr(p).startswith("GuardPolicy(grace=2.0, signals=(")
+    with pytest.raises(AttributeError, match="cannot assign to field 'grace'"):
+        p.grace = 1.0  # type: ignore[misc]
+    with pytest.raises(AttributeError, match="cannot delete field 'grace'"):
+        del p.grace  # type: ignore[misc]
+    with pytest.raises(TypeError, match="unexpected argument 'bogus'"):
+        mpguard.GuardPolicy(bogus=1)  # type: ignore[call-arg]
+    q = replace(p, signals=(signal.SIGTERM,))
+    assert (q.grace, q.signals) == (2.0, (signal.SIGTERM,))
+    # match patterns (3.10+) bind positionally by these names.
+    assert mpguard.GuardPolicy.__match_args__[:2] == ("grace", "signals")
+    if hasattr(copy, "replace"):  # 3.13+
+        assert copy.replace(p, grace=5.0).grace == 5.0
+    m = _MyPolicy(grace=1.0)  # a subclass keeps its class
+    assert type(pickle.loads(pickle.dumps(m))) is _MyPolicy
+    assert repr(m).startswith("_MyPolicy(grace=1.0")
+    caps = mpguard.capabilities()
+    assert caps.as_dict()["python"] == caps.python
+    assert pickle.loads(pickle.dumps(caps)) == caps

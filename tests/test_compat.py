@@ -246,6 +246,17 @@ CHECKS = {
         "assert proc._controlled_termination and proc._job_terminated\n"
         "pool.terminate()\n"
     ),
+    "sigmask": (
+        # _signal.pthread_sigmask: the C call under signal.pthread_sigmask,
+        # plain ints in and out (3.9-3.15).
+        "import signal\n"
+        "from mpguard import _compat\n"
+        "old = _compat.sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})\n"
+        "assert all(type(s) is int for s in old), old\n"
+        "now = _compat.sigmask(signal.SIG_SETMASK, old)\n"
+        "assert int(signal.SIGUSR1) in now and type(next(iter(now))) is int\n"
+        "assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == old\n"
+    ),
     "dropped_popens": (
         # subprocess keeps dropped, running Popens in _active and reaps them
         # in _cleanup() (3.9-3.15).

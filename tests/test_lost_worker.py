@@ -126,7 +126,7 @@ def test_a_lost_task_always_wakes_the_result_loop(pop_meanwhile):
         d.started(w, _Gone())
         t = Task(1, ("job", 0, abs, (1,), {}), b"", None)
         w.outstanding[t.seq] = t
-        w.stamp.value = _wire.mark(t.seq)  # it had started the task
+        w.stamp[0] = _wire.mark(t.seq)  # it had started the task
         d._results.append("an older result")
         if pop_meanwhile:
             forget = d._forget

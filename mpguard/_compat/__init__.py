@@ -18,57 +18,148 @@ billiard object is read anywhere else in mpguard.
 
 from __future__ import annotations
 
-from ._billiard import (
-    billiard_pool_class,
-    billiard_pool_state,
-    billiard_popen,
-    billiard_worker_by_pid,
-    billiard_worker_hooked,
-    guarded_timeout_handler,
-    mark_job_terminated,
-    register_billiard_context,
-    stop_billiard_respawn,
-)
-from ._forkserver import (
-    FORKSERVER_MAIN_ARGS,
-    FORKSERVER_SUPPORTED,
-    after_forkserver_preload,
-    forkserver_detach,
-    forkserver_ensure_running,
-    forkserver_pid,
-    forkserver_poll,
-    forkserver_preload,
-    read_signed,
-    require_forkserver,
-)
-from ._mp import (
-    CHILD_RUNS_ATEXIT,
-    ForkServerContextBase,
-    check_available,
-    child_atexit_begin,
-    child_atexit_end,
-    close_fds,
-    default_context_if_set,
-    fork_keeps_tracker,
-    guardian_spawn_kwargs,
-    interpreter_flags,
-    pickle_for_child,
-    popen_fds,
-    process_popen,
-    reap_dropped_popens,
-    register_context,
-    run_process,
-)
-from ._pool import (
-    PoolBase,
-    fail_pending,
-    map_chunksize,
-    pool_worker,
-    replace_pool_terminator,
-    stop_pool_respawn,
-    submit_apply,
-    task_items,
-)
+import sys
+
+# Each name is loaded from its module on first use (PEP 562): ``import
+# mpguard`` registers its contexts with ``_mp`` alone, and the pool, the
+# forkserver and billiard internals load when used.  The type checker reads
+# the imports below; ``typing`` itself is not imported (its import cost).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._billiard import (
+        billiard_pool_class,
+        billiard_pool_state,
+        billiard_popen,
+        billiard_worker_by_pid,
+        billiard_worker_hooked,
+        guarded_timeout_handler,
+        mark_job_terminated,
+        register_billiard_context,
+        stop_billiard_respawn,
+    )
+    from ._forkserver import (
+        FORKSERVER_MAIN_ARGS,
+        FORKSERVER_SUPPORTED,
+        after_forkserver_preload,
+        forkserver_detach,
+        forkserver_ensure_running,
+        forkserver_pid,
+        forkserver_poll,
+        forkserver_preload,
+        read_signed,
+        require_forkserver,
+    )
+    from ._mp import (
+        CHILD_RUNS_ATEXIT,
+        ForkServerContextBase,
+        check_available,
+        child_atexit_begin,
+        child_atexit_end,
+        close_fds,
+        default_context_if_set,
+        fork_keeps_tracker,
+        guardian_spawn_kwargs,
+        interpreter_flags,
+        pickle_for_child,
+        popen_fds,
+        process_popen,
+        reap_dropped_popens,
+        register_context,
+        run_process,
+        sigmask,
+    )
+    from ._pool import (
+        PoolBase,
+        fail_pending,
+        map_chunksize,
+        pool_worker,
+        replace_pool_terminator,
+        stop_pool_respawn,
+        submit_apply,
+        task_items,
+    )
+
+#: The module that defines each name.
+_WHERE = {
+    **dict.fromkeys(
+        (
+            "billiard_pool_class",
+            "billiard_pool_state",
+            "billiard_popen",
+            "billiard_worker_by_pid",
+            "billiard_worker_hooked",
+            "guarded_timeout_handler",
+            "mark_job_terminated",
+            "register_billiard_context",
+            "stop_billiard_respawn",
+        ),
+        "_billiard",
+    ),
+    **dict.fromkeys(
+        (
+            "FORKSERVER_MAIN_ARGS",
+            "FORKSERVER_SUPPORTED",
+            "after_forkserver_preload",
+            "forkserver_detach",
+            "forkserver_ensure_running",
+            "forkserver_pid",
+            "forkserver_poll",
+            "forkserver_preload",
+            "read_signed",
+            "require_forkserver",
+        ),
+        "_forkserver",
+    ),
+    **dict.fromkeys(
+        (
+            "CHILD_RUNS_ATEXIT",
+            "ForkServerContextBase",
+            "check_available",
+            "child_atexit_begin",
+            "child_atexit_end",
+            "close_fds",
+            "default_context_if_set",
+            "fork_keeps_tracker",
+            "guardian_spawn_kwargs",
+            "interpreter_flags",
+            "pickle_for_child",
+            "popen_fds",
+            "process_popen",
+            "reap_dropped_popens",
+            "register_context",
+            "run_process",
+            "sigmask",
+        ),
+        "_mp",
+    ),
+    **dict.fromkeys(
+        (
+            "PoolBase",
+            "fail_pending",
+            "map_chunksize",
+            "pool_worker",
+            "replace_pool_terminator",
+            "stop_pool_respawn",
+            "submit_apply",
+            "task_items",
+        ),
+        "_pool",
+    ),
+}
+
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> object:
+        module = _WHERE.get(name)
+        if module is None:
+            msg = f"module {__name__!r} has no attribute {name!r}"
+            raise AttributeError(msg)
+        full = f"{__name__}.{module}"
+        __import__(full)
+        value = getattr(sys.modules[full], name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+
 
 __all__ = [
     "CHILD_RUNS_ATEXIT",
@@ -110,6 +201,7 @@ __all__ = [
     "replace_pool_terminator",
     "require_forkserver",
     "run_process",
+    "sigmask",
     "stop_billiard_respawn",
     "stop_pool_respawn",
     "submit_apply",

@@ -5,14 +5,22 @@ Checked on Python 3.9-3.15 (``tests/test_compat.py`` runs on each).
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # C module, no stubs
 import atexit
+import functools
 import io
 import multiprocessing.context
 import os
 import sys
 from multiprocessing import util
 from multiprocessing.context import ForkServerContext
-from typing import Any
+
+# typing.TYPE_CHECKING without importing typing: this module is on
+# ``import mpguard``'s path, which stays within 5 ms of multiprocessing's.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
 
 __all__ = [
     "CHILD_RUNS_ATEXIT",
@@ -31,6 +39,7 @@ __all__ = [
     "reap_dropped_popens",
     "register_context",
     "run_process",
+    "sigmask",
 ]
 
 # 3.13 popen_fork clears the parent's atexit callbacks in the child and runs
@@ -103,11 +112,29 @@ def fork_keeps_tracker(keep: bool) -> None:
     after it, in both the parent and the child.  No-op on Pythons without
     the flag.
     """
-    from multiprocessing import resource_tracker  # noqa: PLC0415 - cached
-
-    intent = getattr(resource_tracker, "_fork_intent", None)
+    intent = _fork_intent()
     if intent is not None:
         intent.preserve_fd = keep
+
+
+@functools.cache
+def _fork_intent() -> Any:
+    # Looked up once: twice per fork, the import and getattr showed in
+    # worker churn profiles.
+    from multiprocessing import resource_tracker  # noqa: PLC0415
+
+    return getattr(resource_tracker, "_fork_intent", None)
+
+
+def sigmask(how: int, sigs: Iterable[int]) -> set[int]:
+    """``signal.pthread_sigmask`` without its enum conversion.
+
+    The stdlib wrapper turns every signal of the returned mask into a
+    ``signal.Signals`` member: several enum calls per fork, and the pages
+    they write are copied again after each fork (a pool start forks once
+    per worker).  ``_signal.pthread_sigmask`` (C, 3.3+) returns plain ints.
+    """
+    return _signal.pthread_sigmask(how, sigs)  # type: ignore[no-any-return]
 
 
 def interpreter_flags() -> list[str]:

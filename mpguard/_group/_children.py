@@ -19,7 +19,6 @@ polling one child lose its status to each other).
 
 from __future__ import annotations
 
-import logging
 import os
 import selectors
 import signal
@@ -39,8 +38,6 @@ if TYPE_CHECKING:
     from ._guard import Guard
 
 __all__ = ["Child", "ChildTable", "GuardedChild", "abandon", "release"]
-
-log = logging.getLogger("mpguard")
 
 
 class GuardedChild(Protocol):

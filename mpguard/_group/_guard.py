@@ -39,7 +39,6 @@ them.
 from __future__ import annotations
 
 import enum
-import logging
 import os
 import signal
 import threading
@@ -51,7 +50,7 @@ from multiprocessing import util
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from .. import _platform, _signals
-from .._config import GuardPolicy, get_policy, on_policy_change
+from .._config import GuardPolicy, get_policy, log, on_policy_change
 from .._errors import (
     GuardClosedError,
     GuardDegradedWarning,
@@ -80,7 +79,6 @@ __all__ = [
     "shutdown",
 ]
 
-log = logging.getLogger("mpguard")
 
 #: Seconds an idle guard waits before it releases its guardian: long enough
 #: that back-to-back pools share one guardian, short enough that a program

@@ -13,7 +13,6 @@ never hit a stranger.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import subprocess
@@ -22,6 +21,7 @@ from multiprocessing.connection import wait as mp_wait
 from typing import TYPE_CHECKING
 
 from .. import _compat, _platform
+from .._config import log
 from .._errors import GuardSetupError
 
 if TYPE_CHECKING:
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Guardian"]
 
-log = logging.getLogger("mpguard")
 
 GUARDIAN_PATH = os.path.join(os.path.dirname(__file__), "_guardian_main.py")
 

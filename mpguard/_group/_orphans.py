@@ -28,7 +28,6 @@ children it starts:
 from __future__ import annotations
 
 import gc
-import logging
 import os
 import signal
 import subprocess
@@ -37,14 +36,13 @@ import threading
 from typing import TYPE_CHECKING
 
 from .. import _compat, _platform
+from .._config import log
 
 if TYPE_CHECKING:
     from ._children import GuardedChild
     from ._guard import Guard
 
 __all__ = ["AbandonedReaper", "Adopter", "owned_pids"]
-
-log = logging.getLogger("mpguard")
 
 
 def owned_pids() -> set[int]:

@@ -19,14 +19,17 @@ import socket
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections import namedtuple
 
-from .._config import disabled_capabilities
+from .._config import disabled_capabilities, record
 from .._errors import GuardSetupError, MPGuardError, UnsupportedPlatformError
 
+# typing.TYPE_CHECKING without importing typing: a spawn or forkserver
+# worker loads this module, and typing costs it 2 ms at start.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
+    from typing import Any, NamedTuple
 
 __all__ = [
     "CAPS",
@@ -39,6 +42,7 @@ __all__ = [
     "anon_file",
     "channel_pair",
     "check_supported",
+    "children_of",
     "child_subreaper",
     "descendants",
     "group_members",
@@ -65,22 +69,29 @@ MACOS = sys.platform == "darwin"
 PIDFD_SIGNAL_PROCESS_GROUP = 1 << 2
 
 
-class ProcEntry(NamedTuple):
-    """One row of the process table."""
+if TYPE_CHECKING:
 
-    pid: int
-    ppid: int
-    pgid: int
-    zombie: bool
-    #: When it started, in a unit of the platform's own (clock ticks since
-    #: boot on Linux): with the pid, it names one process, never its
-    #: recycled pid.  0.0 where unknown.
-    start: float = 0.0
+    class ProcEntry(NamedTuple):
+        """One row of the process table."""
+
+        pid: int
+        ppid: int
+        pgid: int
+        zombie: bool
+        #: When it started, in a unit of the platform's own (clock ticks
+        #: since boot on Linux): with the pid, it names one process, never
+        #: its recycled pid.  0.0 where unknown.
+        start: float = 0.0
+
+else:
+    # The class typing.NamedTuple would build, without importing typing.
+    ProcEntry = namedtuple("ProcEntry", "pid ppid pgid zombie start", defaults=(0.0,))
+    ProcEntry.__doc__ = "One row of the process table."
 
 
-@dataclass(frozen=True)
+@record
 class Capabilities:
-    """What this machine offers mpguard, probed once at import.
+    """What this machine offers mpguard, probed once, when first needed.
 
     Every platform branch in mpguard reads this record (``CAPS``) and
     nothing else.  A capability named in ``MPGUARD_DISABLE`` reads as
@@ -120,7 +131,7 @@ class Capabilities:
 
     def as_dict(self) -> dict[str, object]:
         """The record as plain data (for logs and machine-readable output)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {n: getattr(self, n) for n in self._mpguard_fields}  # type: ignore[attr-defined]
 
 
 def _kernel_version(release: str) -> tuple[int, ...]:
@@ -219,10 +230,10 @@ def probe(disabled: frozenset[str] = frozenset()) -> Capabilities:
 CAPS = probe(disabled_capabilities())
 
 if LINUX:
-    from ._linux import process_table
+    from ._linux import children_of, process_table
     from ._linux import subtree as _subtree
 elif POSIX:
-    from ._posix import process_table
+    from ._posix import children_of, process_table
     from ._posix import subtree as _subtree
 else:  # pragma: no cover - Windows is refused by check_supported()
 
@@ -233,6 +244,11 @@ else:  # pragma: no cover - Windows is refused by check_supported()
 
     def _subtree(root: int) -> list[ProcEntry] | None:
         return process_table()
+
+    def children_of(pid: int) -> list[int] | None:
+        """Unsupported on this platform."""
+        del pid
+        return None
 
 
 def subtree(root: int) -> list[ProcEntry]:

@@ -6,7 +6,7 @@ import os
 
 from . import ProcEntry
 
-__all__ = ["process_table", "subtree"]
+__all__ = ["children_of", "process_table", "subtree"]
 
 
 def _entry(pid: int) -> ProcEntry | None:
@@ -87,6 +87,13 @@ def _children(pid: int) -> list[int]:
             os.close(fd)
         out.extend(int(p) for p in data.split())
     return out
+
+
+def children_of(pid: int) -> list[int] | None:
+    """*pid*'s children, from its ``children`` files; None without them."""
+    if not _HAVE_CHILDREN_FILES:
+        return None
+    return _children(pid)
 
 
 def subtree(root: int) -> list[ProcEntry] | None:

@@ -1,6 +1,7 @@
 """The pool layer: GuardedPool and how it moves tasks.
 
 * ``_pool``: :class:`GuardedPool`, a drop-in ``multiprocessing.Pool``;
+* ``_process``: the worker process classes (what a spawn worker unpickles);
 * ``_dispatch``: the dispatcher, the I/O loop between the pool's threads
   and its workers' channels;
 * ``_schedule``: the scheduling decisions, as plain code (which worker,
@@ -11,6 +12,22 @@
 
 from __future__ import annotations
 
-from ._pool import GuardedPool
+# GuardedPool loads on first use (PEP 562): a spawn or forkserver worker
+# imports this package for its own modules (``_process``, ``_worker``), and
+# must not pay for the pool, the guard and the dispatcher it never uses.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._pool import GuardedPool
 
 __all__ = ["GuardedPool"]
+
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> object:
+        if name != "GuardedPool":
+            msg = f"module {__name__!r} has no attribute {name!r}"
+            raise AttributeError(msg)
+        from ._pool import GuardedPool  # noqa: PLC0415
+
+        globals()[name] = GuardedPool
+        return GuardedPool

@@ -36,7 +36,6 @@ the functions they call to move a task or a result are ours.
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import math
 import os
@@ -92,7 +91,7 @@ class Channel(NamedTuple):
             os.close(self.slot_fd)
         try:
             self.slot.close()
-        except BufferError:  # pragma: no cover - a ctypes view is alive
+        except BufferError:  # pragma: no cover - a slot view is alive
             pass
 
 
@@ -124,12 +123,12 @@ class _Worker(Worker):
     def __init__(self, channel: Channel, budget: int | None) -> None:
         super().__init__(budget)
         self.channel = channel
-        self.stamp = ctypes.c_uint64.from_buffer(channel.slot)
+        self.stamp = _wire.slot_word(channel.slot)
 
 
 def _word(w: _Worker) -> int:
     """*w*'s slot word: what it last started (written by the worker)."""
-    return w.stamp.value
+    return w.stamp[0]
 
 
 class _Raw:
@@ -442,7 +441,7 @@ class Dispatcher:
                 read = self._read_results(w)
             exitcode = w.proc.exitcode
             # The worker is gone: its slot word is final.
-            lost, given_up = self._sched.died(w, w.stamp.value, exitcode)
+            lost, given_up = self._sched.died(w, w.stamp[0], exitcode)
             # Reuse the channel only after a clean exit with nothing left in
             # it (maxtasksperchild): no task, no unread close() sentinel.
             clean = not lost and not w.sent_none and exitcode == 0
@@ -481,7 +480,7 @@ class Dispatcher:
     def _forget(self, w: _Worker, *, reuse: bool = False) -> None:
         """Stop feeding *w*; keep its channel for reuse or close it (lock held)."""
         self._sched.remove(w.channel.parent.fileno(), w)
-        del w.stamp  # release the buffer export before unmapping
+        w.stamp.release()  # release the buffer export before unmapping
         if reuse and not self._closed and len(self._free) < self._processes:
             self._free.append(w.channel)
             return

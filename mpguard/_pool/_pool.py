@@ -15,19 +15,13 @@ from .. import _compat
 from .._config import get_policy, validate_grace, validate_seconds
 from .._errors import PoolTerminatedError
 from .._group import Guard, acquire, kill_tree
-from .._start import (
-    GuardedContext,
-    GuardedForkServerProcess,
-    GuardedProcess,
-    GuardedSpawnProcess,
-    register,
-    set_pool_class,
-)
+from .._start import GuardedContext, register, set_pool_class
+from ._process import WORKERS, PoolWorkerBase
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
 
-    from ._dispatch import Channel, Dispatcher
+    from ._dispatch import Dispatcher
 
 __all__ = ["GuardedPool"]
 
@@ -162,7 +156,7 @@ class GuardedPool(_compat.PoolBase):
         )
         # The stdlib calls self.Process(ctx, target=..., args=...) for each
         # worker; the factory gives it this pool's dispatcher.
-        factory = _WorkerFactory(self._dispatcher, _WORKERS[method])
+        factory = _WorkerFactory(self._dispatcher, WORKERS[method])
         return self._dispatcher.put, self._dispatcher.get, factory
 
     def apply_async(
@@ -277,13 +271,11 @@ def _finish(dispatcher: Dispatcher, hold: _Hold, cache: dict[Any, Any] | None) -
 class _WorkerFactory:
     """The pool's ``Process`` hook: a worker wired to its own channel."""
 
-    def __init__(self, dispatcher: Dispatcher, cls: type[_PoolWorkerBase]) -> None:
+    def __init__(self, dispatcher: Dispatcher, cls: type[PoolWorkerBase]) -> None:
         self._dispatcher = dispatcher
         self._cls = cls
 
-    def __call__(
-        self, ctx: Any, *, target: Any, args: Sequence[Any]
-    ) -> _PoolWorkerBase:
+    def __call__(self, ctx: Any, *, target: Any, args: Sequence[Any]) -> PoolWorkerBase:
         # args are the stdlib worker's: (inqueue, outqueue, initializer,
         # initargs, maxtasks, wrap_exception); the queues are replaced by
         # the worker's own channel.
@@ -316,80 +308,6 @@ class _WorkerFactory:
 def _kill_workers(workers: Sequence[Any], grace: float) -> None:
     popens = [p for p in map(_compat.process_popen, workers) if p is not None]
     kill_tree(popens, grace, f"{len(popens)} pool worker(s)")
-
-
-class _PoolWorkerBase(multiprocessing.process.BaseProcess):
-    """A GuardedPool worker, fed by the pool's dispatcher.
-
-    Mixed into one class per guarded start method (below).
-    """
-
-    # Read by the guarded Popens (mpguard._start._fork.is_pool_worker).
-    _mpguard_pool_worker = True
-
-    def __init__(
-        self,
-        dispatcher: Dispatcher,
-        channel: Channel,
-        budget: int | None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        # The stdlib renames "...Process-N" to "...PoolWorker-N".
-        self.name = self.name.replace(type(self).__name__, "GuardedProcess")
-        self._dispatcher = dispatcher
-        self._channel = channel
-        self._budget = budget
-
-    def start(self) -> None:
-        """Queue the worker's first tasks, then start it."""
-        w = self._mpguard_worker = self._dispatcher.prepare(self._channel, self._budget)
-        try:
-            super().start()
-        except BaseException:
-            self._dispatcher.abort(w)
-            raise
-        self._dispatcher.started(w, self)
-
-    def join(self, timeout: float | None = None) -> None:
-        """Join, and tell the dispatcher once the worker has exited.
-
-        The stdlib's worker-handler thread joins each worker as soon as its
-        sentinel fires: that is where a lost task is noticed.
-        """
-        super().join(timeout)
-        w = getattr(self, "_mpguard_worker", None)
-        if w is not None and self.exitcode is not None:
-            self._dispatcher.died(w)
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Spawn and forkserver pickle the Process object for the child; the
-        # dispatcher (locks, threads, sockets) stays in the parent.  The
-        # child gets what it needs through ``args``.
-        parent = getattr(super(), "__getstate__", None)
-        state = dict(parent()) if parent is not None else self.__dict__.copy()
-        for name in ("_dispatcher", "_channel", "_mpguard_worker"):
-            state.pop(name, None)
-        return state
-
-
-class _PoolWorker(_PoolWorkerBase, GuardedProcess):
-    """A fork worker."""
-
-
-class _SpawnPoolWorker(_PoolWorkerBase, GuardedSpawnProcess):
-    """A spawn worker."""
-
-
-class _ForkServerPoolWorker(_PoolWorkerBase, GuardedForkServerProcess):
-    """A forkserver worker."""
-
-
-_WORKERS: dict[str, type[_PoolWorkerBase]] = {
-    "fork": _PoolWorker,
-    "spawn": _SpawnPoolWorker,
-    "forkserver": _ForkServerPoolWorker,
-}
 
 
 set_pool_class(GuardedPool)

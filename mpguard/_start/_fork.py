@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import _compat, _platform, _signals
 from .._errors import GuardSetupError
-from .._group import Child, abandon, holding
+from .._group import Child, abandon, acquire
 from . import _child
 
 if TYPE_CHECKING:
@@ -93,10 +93,14 @@ class GuardedPopen(Child):
         (billiard's Popen does not, and neither does its guarded variant).
         """
         pool_worker = is_pool_worker(process_obj)
-        with holding() as guard:
+        # Held without contextlib, and with the fewest calls between forks:
+        # every page the parent writes after a fork is copied again (copy-on-
+        # write), once per worker of a pool.
+        guard = acquire()
+        try:
             plan = guard.child_plan(pool_worker=pool_worker)
             pipes = ChildPipes.open()
-            old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, guard.block)
+            old_mask = _compat.sigmask(signal.SIG_BLOCK, guard.block)
             _signals.guarded_fork(True)
             # A Process's fork child reuses the parent's resource tracker;
             # a raw os.fork() child would close its pipe (gh-146313).
@@ -123,7 +127,7 @@ class GuardedPopen(Child):
             finally:
                 _compat.fork_keeps_tracker(False)
                 _signals.guarded_fork(False)
-                signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+                _compat.sigmask(signal.SIG_SETMASK, old_mask)
             for fd in pipes.child_ends():
                 os.close(fd)
             fds = pipes.parent_ends()
@@ -135,6 +139,8 @@ class GuardedPopen(Child):
                 abandon(pid, fds, e)
                 raise
             self.track(guard, pid, fds, reap=not pool_worker)
+        finally:
+            guard.unhold()
 
 
 class Popen(GuardedPopen, popen_fork.Popen):
