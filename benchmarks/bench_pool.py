@@ -268,18 +268,23 @@ def cases(quick: bool, method: str) -> list[tuple[Case, Callable[[str], float]]]
     return table
 
 
-def run_sample(fn: str, kind: str, method: str, *args: object) -> float:
-    """One sample of ``fn(kind, method, *args)`` in a fresh interpreter."""
+def _in_fresh_process(fn: str, *args: object, timeout: float = 600) -> str:
+    """What ``fn(*args)`` prints, run in a fresh interpreter (``--sample``)."""
     out = subprocess.run(
-        [sys.executable, str(HERE), "--sample", json.dumps([fn, kind, method, *args])],
+        [sys.executable, str(HERE), "--sample", json.dumps([fn, *args])],
         check=True,
         capture_output=True,
         text=True,
         env=ENV,
         cwd=ROOT,
-        timeout=600,
+        timeout=timeout,
     )
-    return float(out.stdout.split()[-1])
+    return out.stdout.strip().splitlines()[-1]
+
+
+def run_sample(fn: str, kind: str, method: str, *args: object) -> float:
+    """One sample of ``fn(kind, method, *args)`` in a fresh interpreter."""
+    return float(_in_fresh_process(fn, kind, method, *args))
 
 
 def speed_ratio(case: Case, stdlib: float, guarded: float) -> float:
@@ -335,16 +340,7 @@ def run_method(method: str, rounds: int, quick: bool, only: str) -> list[float]:
 
 def memory_report() -> None:
     """The guardian's memory, and each pool's per-worker memory (fork)."""
-    out = subprocess.run(
-        [sys.executable, str(HERE), "--sample", json.dumps(["s_memory", "", "fork"])],
-        check=True,
-        capture_output=True,
-        text=True,
-        env=ENV,
-        cwd=ROOT,
-        timeout=300,
-    )
-    m = json.loads(out.stdout.strip().splitlines()[-1])
+    m = json.loads(_in_fresh_process("s_memory", "", "fork", timeout=300))
     mib = 1 << 20
     print("\n### memory (fork, 4 workers, after one map)\n")
     print("| process | RSS | USS (its own pages) |")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import sys
 
+from . import _lazy
 from ._errors import EscalationWarning as EscalationWarning
 from ._errors import GuardClosedError as GuardClosedError
 from ._errors import GuardDegradedWarning as GuardDegradedWarning
@@ -82,17 +83,7 @@ _LAZY = {
 }
 
 if not TYPE_CHECKING:
-
-    def __getattr__(name: str) -> object:
-        module = _LAZY.get(name)
-        if module is None:
-            msg = f"module {__name__!r} has no attribute {name!r}"
-            raise AttributeError(msg)
-        full = f"{__name__}.{module}"
-        __import__(full)
-        value = getattr(sys.modules[full], name)
-        globals()[name] = value  # later lookups skip this function
-        return value
+    __getattr__ = _lazy.loader(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:

@@ -23,7 +23,7 @@ PKG = Path(mpguard.__file__).parent
 
 # Lower layers first; a module may import its own layer and those below.
 LAYERS = [
-    {"mpguard._errors", "mpguard._config"},
+    {"mpguard._errors", "mpguard._config", "mpguard._lazy"},
     {"mpguard._platform"},
     {"mpguard._compat"},
     {"mpguard._signals"},

@@ -18,7 +18,7 @@ billiard object is read anywhere else in mpguard.
 
 from __future__ import annotations
 
-import sys
+from .. import _lazy
 
 # Each name is loaded from its module on first use (PEP 562): ``import
 # mpguard`` registers its contexts with ``_mp`` alone, and the pool, the
@@ -148,17 +148,7 @@ _WHERE = {
 }
 
 if not TYPE_CHECKING:
-
-    def __getattr__(name: str) -> object:
-        module = _WHERE.get(name)
-        if module is None:
-            msg = f"module {__name__!r} has no attribute {name!r}"
-            raise AttributeError(msg)
-        full = f"{__name__}.{module}"
-        __import__(full)
-        value = getattr(sys.modules[full], name)
-        globals()[name] = value  # later lookups skip this function
-        return value
+    __getattr__ = _lazy.loader(__name__, _WHERE)
 
 
 __all__ = [

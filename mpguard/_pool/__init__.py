@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+from .. import _lazy
+
 # GuardedPool loads on first use (PEP 562): a spawn or forkserver worker
 # imports this package for its own modules (``_process``, ``_worker``), and
 # must not pay for the pool, the guard and the dispatcher it never uses.
@@ -22,12 +24,4 @@ if TYPE_CHECKING:
 __all__ = ["GuardedPool"]
 
 if not TYPE_CHECKING:
-
-    def __getattr__(name: str) -> object:
-        if name != "GuardedPool":
-            msg = f"module {__name__!r} has no attribute {name!r}"
-            raise AttributeError(msg)
-        from ._pool import GuardedPool  # noqa: PLC0415
-
-        globals()[name] = GuardedPool
-        return GuardedPool
+    __getattr__ = _lazy.loader(__name__, {"GuardedPool": "_pool"})
