@@ -75,8 +75,12 @@ def section(result: pytest.RunResult, test: str) -> str:
     text = result.stdout.str()
     start = text.find(f"ERROR at teardown of {test} ")
     assert start >= 0, text
-    end = text.find("\n____", start + 1)
-    return text[start : end if end >= 0 else len(text)]
+    # A section ends at the next section's rule or, for the last one, at
+    # the "short test summary info" rule: the summary repeats every
+    # report, so a section that ran on into it would hold all of them.
+    ends = [text.find(rule, start + 1) for rule in ("\n____", "\n====")]
+    end = min((e for e in ends if e >= 0), default=len(text))
+    return text[start:end]
 
 
 def assert_killed(
