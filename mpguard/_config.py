@@ -205,7 +205,9 @@ class GuardPolicy:
     Attributes:
         grace: seconds between SIGTERM and SIGKILL when a group or a pool is
             torn down.
-        signals: signals handled in the parent.  SIGINT raises
+        signals: signals handled in the parent.  SIGINT is passed on to
+            the guarded children (a terminal's Ctrl-C would not reach them:
+            they left its foreground group), then raises
             KeyboardInterrupt as usual; every other one tears the group down
             and then ends the parent with the same signal.  Children start
             with these at their default action either way.

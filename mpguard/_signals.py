@@ -30,6 +30,12 @@ mpguard's handler is safe to inherit and to re-enter:
   ``_shutdown_cleanup`` pattern);
 * **no bystanders**: teardown signals only the guard's group, which never
   contains the parent;
+* **Ctrl-C reaches the children**: a terminal sends SIGINT to its
+  foreground group, which guarded children have left; the handler passes
+  a SIGINT on to the guard's group before raising KeyboardInterrupt, so a
+  plain guarded ``Process`` (and a ``ProcessPoolExecutor`` worker) is
+  interrupted as it would be without mpguard.  Pool workers ignore SIGINT:
+  leaving the ``with`` block terminates them;
 * **chaining**: the handler that was there before is called after the
   teardown; if it returns, the parent dies of the same signal (the shell
   sees 128+N), if it raises (``sys.exit(0)``) that decides.  SIG_IGN is
@@ -83,8 +89,9 @@ class GuardHandler:
         sig: the signal.
         previous: the disposition it replaces, chained after teardown.
         owner_pid: the only process allowed to run the teardown.
-        on_terminate: the teardown, called with the signal number and whether
-            it is a repeated signal.
+        on_signal: called with the signal number and whether it is a
+            repeated signal: the teardown, or for SIGINT the forwarding to
+            the children, before KeyboardInterrupt is raised.
     """
 
     def __init__(
@@ -92,12 +99,12 @@ class GuardHandler:
         sig: signal.Signals,
         previous: _Disposition,
         owner_pid: int,
-        on_terminate: Callable[[int, bool], None],
+        on_signal: Callable[[int, bool], None],
     ) -> None:
         self.sig = sig
         self.previous = previous
         self.owner_pid = owner_pid
-        self.on_terminate = on_terminate
+        self.on_signal = on_signal
         self.running = False
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
@@ -109,11 +116,15 @@ class GuardHandler:
             _die_by(signum)
             return
         if signum == signal.SIGINT:
+            # The guard passes it on to its group first: the terminal would
+            # have sent it to the children too, had they stayed in its
+            # foreground group.
+            self.on_signal(signum, False)
             self._chain(signum, frame)
             return
         repeated = self.running
         self.running = True
-        self.on_terminate(signum, repeated)
+        self.on_signal(signum, repeated)
         if repeated:
             _die_by(signum)
             return
@@ -200,7 +211,7 @@ def after_fork_in_child() -> None:
 def install(
     sigs: tuple[signal.Signals, ...],
     owner_pid: int,
-    on_terminate: Callable[[int, bool], None],
+    on_signal: Callable[[int, bool], None],
 ) -> dict[signal.Signals, GuardHandler]:
     """Install handlers for *sigs*; return those actually installed.
 
@@ -237,7 +248,7 @@ def install(
                 stacklevel=4,
             )
             continue
-        handler = GuardHandler(sig, previous, owner_pid, on_terminate)
+        handler = GuardHandler(sig, previous, owner_pid, on_signal)
         signal.signal(sig, handler)
         installed[sig] = handler
         _installed[sig] = handler

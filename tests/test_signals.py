@@ -250,3 +250,64 @@ def test_ctrl_c_reaches_parent_only(tmp_path, mode, start_method):
             # gets out before the parent's terminate() SIGTERMs the worker
             # is a race (up to 5 tracebacks in all).
             assert wait_for(lambda: "PoolWorker-" in sc.output()[1], SHORT)
+
+
+# --- SIGINT reaches the children, as a terminal's Ctrl-C would ------------------
+#
+# Guarded children are not in the terminal's foreground group, so a Ctrl-C
+# would reach the parent alone: `with ProcessPoolExecutor(...)` would then
+# wait for the running tasks (minutes), and multiprocessing's exit joins a
+# busy plain Process forever.  The parent's handler passes SIGINT on to the
+# guard's group.  Pool workers ignore it (GuardedPool's `with` terminates
+# them), so only plain processes and executor workers see it.
+
+
+def _send_sigint(sc, to: str) -> None:
+    if to == "group":
+        os.killpg(sc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    else:
+        sc.signal(signal.SIGINT)  # `kill -INT pid`
+
+
+@pytest.mark.parametrize("to", ["group", "parent"])
+@pytest.mark.parametrize("kind", ["ppe", "process"])
+def test_sigint_interrupts_guarded_children_as_a_terminal_would(
+    tmp_path, kind, to, start_method
+):
+    with scenario("interrupt", tmp_path, "guarded", kind, method=start_method) as sc:
+        r = sc.report()
+        _send_sigint(sc, to)
+        assert sc.wait(SHORT) == -signal.SIGINT, sc.output()
+        left = wait_gone(r["workers"] + r["grandchildren"], 1.0)
+        assert not left, describe(left)
+
+
+def test_sigint_reaches_the_children_after_the_guardian_is_lost(tmp_path):
+    # Without its leader the group id may be recycled, so it is never
+    # signalled again: SIGINT goes to each child through its pidfd.  The
+    # grandchildren went with the guardian's protection; the test kills them.
+    with scenario("interrupt", tmp_path, "guarded", "process-broken") as sc:
+        r = sc.report()
+        sc.signal(signal.SIGINT)
+        assert sc.wait(SHORT) == -signal.SIGINT, sc.output()
+        left = wait_gone(r["workers"], 1.0)
+        assert not left, describe(left)
+        assert "GuardDegradedWarning" in sc.output()[1]
+
+
+@pytest.mark.parametrize(
+    ("mode", "to"),
+    [("nohandlers", "group"), ("nohandlers", "parent"), ("stdlib", "parent")],
+)
+@pytest.mark.parametrize("kind", ["ppe", "process"])
+def test_control_sigint_that_misses_the_children_leaves_the_parent_waiting(
+    tmp_path, kind, mode, to
+):
+    # Without the handler (guarded children, SIGINT to the parent or to its
+    # group) or without mpguard (stdlib children, SIGINT to the parent
+    # alone), the children never see it and the parent waits for them.
+    with scenario("interrupt", tmp_path, mode, kind) as sc:
+        r = sc.report()
+        _send_sigint(sc, to)
+        assert sc.wait(1.5) is None
+        assert survivors(r["workers"]) == r["workers"]

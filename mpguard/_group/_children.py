@@ -282,6 +282,12 @@ class ChildTable:
         with self._lock:
             return list(self._members.values())
 
+    def snapshot(self) -> list[GuardedChild]:
+        """The children recorded now, read without the table's lock (for a
+        signal handler: the code it interrupted may hold it).  Copying the
+        dict is one step under the GIL."""
+        return list(self._members.values())
+
     def __len__(self) -> int:
         return len(self._members)
 

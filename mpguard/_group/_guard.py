@@ -395,6 +395,30 @@ class Guard:
             return tree_target(f"process group {self.pgid}", live, pgid=self.pgid)
         return tree_target(f"guarded children (pgid={self.pgid})", live)
 
+    def interrupt(self, sig: int) -> None:
+        """Pass *sig* (SIGINT) on to the children, as a terminal passes it
+        to its whole foreground group, which the children have left.
+
+        Runs in the parent's signal handler, so it takes none of the
+        guard's locks (the interrupted code may hold one) and never raises.
+        The group gets it in one ``killpg`` while the guardian (which
+        ignores it) leads it; otherwise each tracked child through its
+        pidfd.  Pool workers ignore SIGINT, so a pool is unaffected.
+        """
+        if self.owner_pid != os.getpid() or self.state in (
+            GuardState.CLOSING,  # torn down already: nothing to interrupt
+            GuardState.CLOSED,
+        ):
+            return
+        try:
+            if self.guardian.held() and self.state is not GuardState.BROKEN:
+                _platform.killpg(self.pgid, sig)
+                return
+            for child in list(self.children.snapshot()):
+                child.send_signal(sig)
+        except OSError:
+            pass  # the group emptied meanwhile: nobody left to interrupt
+
     def _others_in_group(self) -> bool:
         """True if a process other than the guardian is in the group."""
         if not self.guardian.held() or self.state is GuardState.BROKEN:
@@ -584,6 +608,9 @@ def _ensure_handlers() -> None:
 def _on_signal(signum: int, repeated: bool) -> None:
     g = _guard
     if g is None or g.owner_pid != os.getpid():
+        return
+    if signum == signal.SIGINT:
+        g.interrupt(signum)
         return
     if repeated:
         log.debug("second %s: SIGKILL now", signal_name(signum))
