@@ -206,9 +206,10 @@ class GuardPolicy:
         grace: seconds between SIGTERM and SIGKILL when a group or a pool is
             torn down.
         signals: signals handled in the parent.  SIGINT is passed on to
-            the guarded children (a terminal's Ctrl-C would not reach them:
-            they left its foreground group), then raises
-            KeyboardInterrupt as usual; every other one tears the group down
+            the guarded children that are not pool workers (a terminal's
+            Ctrl-C would not reach them: they left its foreground group),
+            then raises KeyboardInterrupt as usual; every other one tears
+            the group down
             and then ends the parent with the same signal.  Children start
             with these at their default action either way.
         parent_handlers: install mpguard's handlers for *signals* in the

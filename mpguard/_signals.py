@@ -31,11 +31,12 @@ mpguard's handler is safe to inherit and to re-enter:
 * **no bystanders**: teardown signals only the guard's group, which never
   contains the parent;
 * **Ctrl-C reaches the children**: a terminal sends SIGINT to its
-  foreground group, which guarded children have left; the handler passes
-  a SIGINT on to the guard's group before raising KeyboardInterrupt, so a
-  plain guarded ``Process`` (and a ``ProcessPoolExecutor`` worker) is
-  interrupted as it would be without mpguard.  Pool workers ignore SIGINT:
-  leaving the ``with`` block terminates them;
+  foreground group, which guarded children have left; before raising
+  KeyboardInterrupt the handler passes it on to each guarded child that is
+  not a pool worker (through its pidfd, taking no lock), so a plain
+  guarded ``Process`` (and a ``ProcessPoolExecutor`` worker) is
+  interrupted as it would be without mpguard.  Pool workers ignore SIGINT
+  and are not sent it: leaving the ``with`` block terminates them;
 * **chaining**: the handler that was there before is called after the
   teardown; if it returns, the parent dies of the same signal (the shell
   sees 128+N), if it raises (``sys.exit(0)``) that decides.  SIG_IGN is
@@ -116,8 +117,8 @@ class GuardHandler:
             _die_by(signum)
             return
         if signum == signal.SIGINT:
-            # The guard passes it on to its group first: the terminal would
-            # have sent it to the children too, had they stayed in its
+            # The guard passes it on to its children first: the terminal
+            # would have sent it to them too, had they stayed in its
             # foreground group.
             self.on_signal(signum, False)
             self._chain(signum, frame)

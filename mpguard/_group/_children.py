@@ -52,6 +52,9 @@ class GuardedChild(Protocol):
     pid: int
     returncode: int | None
     sentinel: int
+    #: A pool's worker: SIGINT is not passed on to it (it ignores SIGINT;
+    #: leaving the pool's ``with`` block terminates it).
+    pool_worker: bool
 
     def poll(self, flag: int = ...) -> int | None:
         """Return the exit code, reaping the child if it has exited."""
@@ -61,6 +64,9 @@ class GuardedChild(Protocol):
 
     def send_signal(self, sig: int) -> None:
         """Signal the child unless it has been reaped."""
+
+    def signal_nowait(self, sig: int) -> None:
+        """Signal the child from a signal handler: no lock, never raises."""
 
 
 def abandon(pid: int, fds: tuple[int, ...], err: GuardSetupError) -> GuardSetupError:
@@ -96,6 +102,7 @@ class Child:
     pid: int
     returncode: int | None
     sentinel: int
+    pool_worker: bool
     finalizer: Any
 
     @classmethod
@@ -120,6 +127,7 @@ class Child:
 
     def _init_guarded(self) -> None:
         self.returncode = None
+        self.pool_worker = False
         self._reap_lock = threading.RLock()
         self._pidfd: int | None = None
         self._guard: Guard | None = None
@@ -207,6 +215,23 @@ class Child:
                     self._signal_by_pid(sig)
             except ProcessLookupError:
                 pass
+
+    def signal_nowait(self, sig: int) -> None:
+        """Send *sig* from a signal handler, through the pidfd only.
+
+        No lock: the interrupted code may hold the reap lock, or wait for a
+        lock that a thread holding it waits for in turn (the reaper holds
+        it while it calls ``Guard.reaped``).  A pidfd cannot reach a
+        recycled pid, reaped or not.  Without pidfds nothing is sent: by
+        pid it is safe only under the reap lock.  Never raises.
+        """
+        fd = self._pidfd
+        if fd is None or self.returncode is not None:
+            return
+        try:
+            _platform.pidfd_send_signal(fd, sig)
+        except OSError:
+            pass  # gone, or closed by a reaper meanwhile
 
     def _signal_by_pid(self, sig: int) -> None:
         # Safe: the pid cannot be recycled before we reap it, and reaping

@@ -396,28 +396,28 @@ class Guard:
         return tree_target(f"guarded children (pgid={self.pgid})", live)
 
     def interrupt(self, sig: int) -> None:
-        """Pass *sig* (SIGINT) on to the children, as a terminal passes it
-        to its whole foreground group, which the children have left.
+        """Pass *sig* (SIGINT) on to the children that are not pool
+        workers, as a terminal passes it to its whole foreground group,
+        which the children have left.
 
-        Runs in the parent's signal handler, so it takes none of the
-        guard's locks (the interrupted code may hold one) and never raises.
-        The group gets it in one ``killpg`` while the guardian (which
-        ignores it) leads it; otherwise each tracked child through its
-        pidfd.  Pool workers ignore SIGINT, so a pool is unaffected.
+        Pool workers ignore SIGINT (leaving the pool's ``with`` block
+        terminates them), so they are not sent it, nor is a forkserver, nor
+        a worker still starting (an interpreter that would print a
+        KeyboardInterrupt traceback before it could ignore it).  Runs in
+        the parent's signal handler: each child is signalled through its
+        pidfd without a lock (:meth:`Child.signal_nowait`), so it cannot
+        deadlock, cannot reach a recycled pid, and never raises.  Processes
+        the children started are not signalled: they end with the group's
+        teardown when the program exits.
         """
         if self.owner_pid != os.getpid() or self.state in (
             GuardState.CLOSING,  # torn down already: nothing to interrupt
             GuardState.CLOSED,
         ):
             return
-        try:
-            if self.guardian.held() and self.state is not GuardState.BROKEN:
-                _platform.killpg(self.pgid, sig)
-                return
-            for child in list(self.children.snapshot()):
-                child.send_signal(sig)
-        except OSError:
-            pass  # the group emptied meanwhile: nobody left to interrupt
+        for child in self.children.snapshot():
+            if not child.pool_worker:
+                child.signal_nowait(sig)
 
     def _others_in_group(self) -> bool:
         """True if a process other than the guardian is in the group."""

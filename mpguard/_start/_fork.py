@@ -138,6 +138,7 @@ class GuardedPopen(Child):
                 self.returncode = -signal.SIGKILL
                 abandon(pid, fds, e)
                 raise
+            self.pool_worker = pool_worker
             self.track(guard, pid, fds, reap=not pool_worker)
         finally:
             guard.unhold()

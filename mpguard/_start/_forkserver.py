@@ -178,6 +178,7 @@ class Popen(Child, popen_forkserver.Popen):
                     self._pidfd = self.sentinel = pidfd
                     fds = (*fds, pidfd)
             self.finalizer = util.Finalize(self, release, (guard, self.sentinel, fds))
+            self.pool_worker = pool_worker
             guard.register(self, reap=not pool_worker)
 
     def poll(self, flag: int = os.WNOHANG) -> int | None:

@@ -84,6 +84,7 @@ class Popen(Child, popen_spawn_posix.Popen):
                 raise
             finally:
                 _compat.close_fds(*pipes.child_ends())
+            self.pool_worker = pool_worker
             self.track(guard, pid, fds, reap=not pool_worker)
         with open(pipes.parent_w, "wb", closefd=False) as f:
             f.write(fp.getbuffer())
