@@ -209,9 +209,8 @@ class GuardPolicy:
             the guarded children that are not pool workers (a terminal's
             Ctrl-C would not reach them: they left its foreground group),
             then raises KeyboardInterrupt as usual; every other one tears
-            the group down
-            and then ends the parent with the same signal.  Children start
-            with these at their default action either way.
+            the group down and then ends the parent with the same signal.
+            Children start with these at their default action either way.
         parent_handlers: install mpguard's handlers for *signals* in the
             parent.  False leaves the parent's signals to the application
             (Celery's warm and cold shutdown): the guardian still covers
