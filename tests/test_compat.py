@@ -257,6 +257,73 @@ CHECKS = {
         "assert int(signal.SIGUSR1) in now and type(next(iter(now))) is int\n"
         "assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == old\n"
     ),
+    "repopulate_pool": (
+        # PoolBase._repopulate_pool: the stdlib's loop (target pool.worker,
+        # its six arguments, the PoolWorker name, daemon) with every worker
+        # created before the first starts (3.9-3.15).
+        "import multiprocessing as mp\n"
+        "from multiprocessing import pool as mpool\n"
+        "from mpguard import _compat\n"
+        "seen = []\n"
+        "class P(_compat.PoolBase, mpool.Pool):\n"
+        "    def _setup_queues(self):\n"
+        "        mpool.Pool._setup_queues(self)\n"
+        "    def _mpguard_start_workers(self, workers, pool):\n"
+        "        seen.append([(w.name, w.daemon, w.pid) for w in workers])\n"
+        "        assert pool is self._pool and not pool\n"
+        "        super()._mpguard_start_workers(workers, pool)\n"
+        "p = P(3, context=mp.get_context('fork'))\n"
+        "[ws] = seen\n"
+        "assert len(ws) == 3 and all(d and pid is None for _, d, pid in ws), ws\n"
+        "assert all('PoolWorker' in name for name, _, _ in ws), ws\n"
+        "assert p.map(abs, [-1, -2, -3]) == [1, 2, 3]\n"
+        "assert len(p._pool) == 3 and all(w.pid for w in p._pool)\n"
+        "p.close(); p.join()\n"
+    ),
+    "may_start": (
+        # BaseProcess.start's own checks: _closed, _popen, _parent_pid and
+        # the current process's _config['daemon'] (3.9-3.15).
+        "import multiprocessing as mp, os\n"
+        "from mpguard import _compat\n"
+        "ctx = mp.get_context('fork')\n"
+        "p = ctx.Process(target=abs, args=(1,))\n"
+        "assert _compat.may_start(p)\n"
+        "p._parent_pid = -1\n"
+        "assert not _compat.may_start(p)\n"
+        "p = ctx.Process(target=abs, args=(1,))\n"
+        "p.start(); p.join()\n"
+        "assert not _compat.may_start(p)\n"
+        "p.close()\n"
+        "assert not _compat.may_start(p)\n"
+        "q = ctx.Process(target=abs, args=(1,))\n"
+        "mp.current_process()._config['daemon'] = True\n"
+        "assert not _compat.may_start(q)\n"
+    ),
+    "set_handler": (
+        # _signal.signal: SIG_DFL/SIG_IGN as its own int objects (3.9-3.15).
+        "import signal\n"
+        "from mpguard import _compat\n"
+        "_compat.set_handler(signal.SIGUSR1, signal.SIG_IGN)\n"
+        "assert signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN\n"
+        "_compat.set_handler(signal.SIGUSR1, signal.SIG_DFL)\n"
+        "assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL\n"
+        "_compat.set_handler(signal.SIGINT, signal.default_int_handler)\n"
+        "assert signal.getsignal(signal.SIGINT) is signal.default_int_handler\n"
+    ),
+    "flush_std_streams": (
+        # util._flush_std_streams: what popen_fork calls before its fork.
+        "import sys\n"
+        "from mpguard import _compat\n"
+        "class Out:\n"
+        "    flushed = 0\n"
+        "    def flush(self):\n"
+        "        self.flushed += 1\n"
+        "real, sys.stdout, sys.stderr = sys.stdout, Out(), Out()\n"
+        "_compat.flush_std_streams()\n"
+        "flushed = (sys.stdout.flushed, sys.stderr.flushed)\n"
+        "sys.stdout = sys.stderr = real\n"
+        "assert flushed == (1, 1), flushed\n"
+    ),
     "dropped_popens": (
         # subprocess keeps dropped, running Popens in _active and reaps them
         # in _cleanup() (3.9-3.15).

@@ -10,6 +10,7 @@ import atexit
 import functools
 import io
 import multiprocessing.context
+import multiprocessing.process
 import os
 import sys
 from multiprocessing import util
@@ -143,6 +144,25 @@ def interpreter_flags() -> list[str]:
     return util._args_from_interpreter_flags()  # type: ignore[attr-defined,no-any-return]
 
 
+def set_handler(sig: int, handler: Any) -> None:
+    """``signal.signal`` without its enum conversion (``_signal.signal``).
+
+    For the fork child's setup: the wrapper's enum calls write pages that
+    each child then copies (copy-on-write), a few dozen per worker.
+    ``_signal.signal`` knows SIG_DFL and SIG_IGN by identity: it takes its
+    own int objects, not ``signal.Handlers`` members.
+    """
+    if not callable(handler):
+        handler = _signal.SIG_IGN if handler == _signal.SIG_IGN else _signal.SIG_DFL
+    _signal.signal(sig, handler)
+
+
+def flush_std_streams() -> None:
+    """Flush stdout and stderr before a fork, as ``popen_fork`` does
+    (``util._flush_std_streams``)."""
+    util._flush_std_streams()  # type: ignore[attr-defined]
+
+
 def close_fds(*fds: int) -> None:
     """Close each of *fds* (``util.close_fds``, undocumented)."""
     util.close_fds(*fds)  # type: ignore[attr-defined]
@@ -176,6 +196,19 @@ def run_process(process_obj: Any, parent_sentinel: int | None) -> int:
     if parent_sentinel is None:
         return int(process_obj._bootstrap())
     return int(process_obj._bootstrap(parent_sentinel=parent_sentinel))
+
+
+def may_start(process_obj: Any) -> bool:
+    """True if ``process_obj.start()`` would get as far as its Popen: not
+    closed (``_closed``), not started (``_popen``), created by this process
+    (``_parent_pid``), and this process is not daemonic (``_config``).
+    ``BaseProcess.start`` checks the same, 3.9-3.15."""
+    return (
+        not getattr(process_obj, "_closed", False)
+        and process_obj._popen is None
+        and process_obj._parent_pid == os.getpid()
+        and not multiprocessing.process.current_process()._config.get("daemon")  # type: ignore[attr-defined]
+    )
 
 
 def process_popen(proc: Any) -> Any:

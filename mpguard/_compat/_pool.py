@@ -3,6 +3,9 @@
 Touched: ``Pool._setup_queues``/``_quick_put``/``_quick_get``/
 ``_outqueue._reader`` (the seam where GuardedPool swaps in its dispatcher),
 ``Pool._map_async``/``_processes``/``_check_running``/``_taskqueue``,
+``Pool._repopulate_pool`` and the arguments it passes (``_ctx``,
+``_inqueue``, ``_outqueue``, ``_initializer``, ``_initargs``,
+``_maxtasksperchild``, ``_wrap_exception``),
 ``Pool._pool``/``_state``, ``Pool._terminate`` (a util.Finalize),
 ``Pool._worker_handler``/``_task_handler``/``_result_handler`` and their
 ``_state``, the SimpleQueue internals ``_reader``/``_writer``, the worker
@@ -266,6 +269,38 @@ class PoolBase(multiprocessing.pool.Pool):
         # The stdlib calls self.Process(ctx, target=..., args=...) for each
         # worker; an instance attribute overrides the staticmethod.
         self.Process = process  # type: ignore[method-assign]
+
+    def _repopulate_pool(self) -> None:
+        # The stdlib's ``_repopulate_pool_static`` loop for the pool's first
+        # workers (its worker handler calls the static one by name, so
+        # respawns keep the stdlib's loop), with every worker created before
+        # the first starts: the subclass may then start them together.
+        workers = []
+        for _ in range(self._processes - len(self._pool)):  # type: ignore[attr-defined]
+            w = self.Process(
+                self._ctx,  # type: ignore[attr-defined]
+                target=pool_worker,
+                args=(
+                    self._inqueue,  # type: ignore[attr-defined]
+                    self._outqueue,  # type: ignore[attr-defined]
+                    self._initializer,  # type: ignore[attr-defined]
+                    self._initargs,  # type: ignore[attr-defined]
+                    self._maxtasksperchild,  # type: ignore[attr-defined]
+                    self._wrap_exception,  # type: ignore[attr-defined]
+                ),
+            )
+            w.name = w.name.replace("Process", "PoolWorker")
+            w.daemon = True
+            workers.append(w)
+        self._mpguard_start_workers(workers, self._pool)
+
+    def _mpguard_start_workers(self, workers: list[Any], pool: list[Any]) -> None:
+        """Start *workers* and append each to *pool* once started (the
+        stdlib's order: a started worker is in the pool if a later one
+        fails).  Subclasses may start them together."""
+        for w in workers:
+            w.start()
+            pool.append(w)
 
     def _mpguard_channels(
         self, method: str, ctrl: Any

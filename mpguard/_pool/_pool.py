@@ -15,7 +15,13 @@ from .. import _compat
 from .._config import get_policy, validate_grace, validate_seconds
 from .._errors import PoolTerminatedError
 from .._group import Guard, acquire, kill_tree
-from .._start import GuardedContext, register, set_pool_class
+from .._start import (
+    GuardedContext,
+    discard_forked,
+    fork_ahead,
+    register,
+    set_pool_class,
+)
 from ._process import WORKERS, PoolWorkerBase
 
 if TYPE_CHECKING:
@@ -157,7 +163,22 @@ class GuardedPool(_compat.PoolBase):
         # The stdlib calls self.Process(ctx, target=..., args=...) for each
         # worker; the factory gives it this pool's dispatcher.
         factory = _WorkerFactory(self._dispatcher, WORKERS[method])
+        self._mpguard_fork_ahead = method == "fork"
         return self._dispatcher.put, self._dispatcher.get, factory
+
+    def _mpguard_start_workers(self, workers: list[Any], pool: list[Any]) -> None:
+        # Fork workers are forked back to back, then recorded: the parent's
+        # bookkeeping after each fork would otherwise be paid again in
+        # copy-on-write faults, once per worker (fork_ahead's docstring).
+        if not (self._mpguard_fork_ahead and len(workers) > 1):
+            super()._mpguard_start_workers(workers, pool)
+            return
+        fork_ahead(workers)
+        try:
+            super()._mpguard_start_workers(workers, pool)
+        finally:
+            # Only if a start() failed: its and the later workers' children.
+            discard_forked(workers)
 
     def apply_async(
         self,

@@ -28,6 +28,30 @@ from ._context import (
     set_pool_class,
 )
 
+# typing.TYPE_CHECKING without importing typing: on ``import mpguard``'s path.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+
+def fork_ahead(processes: Sequence[Any]) -> None:
+    """Fork the children of guarded fork *processes* together; each
+    ``start()`` then records its own (:func:`._fork.fork_ahead`)."""
+    # Loaded with the first pool, not with ``import mpguard``.
+    from ._fork import fork_ahead as run  # noqa: PLC0415
+
+    run(processes)
+
+
+def discard_forked(processes: Sequence[Any]) -> None:
+    """Kill and reap what :func:`fork_ahead` forked for *processes* that
+    no ``start()`` recorded."""
+    from ._fork import discard_forked as run  # noqa: PLC0415
+
+    run(processes)
+
+
 __all__ = [
     "START_METHOD",
     "START_METHODS",
@@ -38,6 +62,8 @@ __all__ = [
     "GuardedProcess",
     "GuardedSpawnContext",
     "GuardedSpawnProcess",
+    "discard_forked",
+    "fork_ahead",
     "get_context",
     "register",
     "set_pool_class",

@@ -35,6 +35,8 @@ from __future__ import annotations
 import os
 import signal
 
+from .. import _compat
+
 # typing.TYPE_CHECKING without importing typing: this module is on
 # ``import mpguard``'s path, which stays within 5 ms of multiprocessing's.
 TYPE_CHECKING = False
@@ -62,12 +64,14 @@ def reset_signals(signals: tuple[int, ...], *, pool_worker: bool) -> None:
     workers (Ctrl-C is the parent's business), Python's KeyboardInterrupt
     otherwise.
     """
+    # Through _compat: signal.signal's enum conversions would write pages
+    # that every fork child copies (copy-on-write).
     for sig in signals:
         if sig == signal.SIGINT:
             handler = signal.SIG_IGN if pool_worker else signal.default_int_handler
-            signal.signal(sig, handler)
+            _compat.set_handler(sig, handler)
         else:
-            signal.signal(sig, signal.SIG_DFL)
+            _compat.set_handler(sig, signal.SIG_DFL)
 
 
 def prepare(plan: ChildPlan, mask: set[int]) -> int:
@@ -84,7 +88,7 @@ def prepare(plan: ChildPlan, mask: set[int]) -> int:
         reset_signals(plan.signals, pool_worker=plan.pool_worker)
         if os.getppid() != plan.parent_pid:
             return EXIT_PARENT_GONE
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        _compat.sigmask(signal.SIG_SETMASK, mask)
     except BaseException:  # noqa: BLE001 - nothing may escape into the child
         return EXIT_SETUP_FAILED
     return 0

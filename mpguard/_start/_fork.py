@@ -18,10 +18,11 @@ Differences, each for a reason:
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 from multiprocessing import popen_fork
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from .. import _compat, _platform, _signals
 from .._errors import GuardSetupError
@@ -29,9 +30,24 @@ from .._group import Child, abandon, acquire
 from . import _child
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
-__all__ = ["ChildPipes", "GuardedPopen", "Popen", "is_pool_worker"]
+    from .._group import ChildPlan, Guard
+
+__all__ = [
+    "ChildPipes",
+    "Forked",
+    "GuardedPopen",
+    "Popen",
+    "discard_forked",
+    "fork_ahead",
+    "is_pool_worker",
+]
+
+
+# Read once here, in the parent: ``_compat`` loads names on first read, and
+# a name first read in a fork child would be imported again in every child.
+_compat.child_atexit_begin, _compat.child_atexit_end, _compat.set_handler  # noqa: B018
 
 
 def is_pool_worker(process_obj: Any) -> bool:
@@ -76,6 +92,50 @@ class ChildPipes(NamedTuple):
         return (self.sentinel_r, self.parent_w)
 
 
+class Forked(NamedTuple):
+    """A child forked ahead by :func:`fork_ahead`, not yet recorded by its
+    Popen; *error* is set if it could not be put in the guard's group."""
+
+    pid: int
+    pipes: ChildPipes
+    error: GuardSetupError | None
+
+
+#: Where :func:`fork_ahead` leaves a child for its Process's ``start()``.
+FORKED_ATTR = "_mpguard_forked"
+
+
+def _run_child(
+    plan: ChildPlan,
+    mask: set[int],
+    child_r: int,
+    close: Sequence[int],
+    bootstrap: Callable[[int], int],
+    stdlib_atexit: bool,
+) -> NoReturn:
+    """The fork child's whole life: set up, run *bootstrap*, ``os._exit``.
+
+    *close*: the parent's fds that are not this child's (its own parent
+    ends, and the pipes of the children forked beside it).
+    """
+    code = 1
+    began = False
+    try:
+        _compat.fork_keeps_tracker(False)
+        for fd in close:
+            os.close(fd)
+        code = _child.prepare(plan, mask)
+        if code == 0:
+            began = stdlib_atexit
+            if began:
+                _compat.child_atexit_begin()
+            code = bootstrap(child_r)
+    finally:
+        if began:
+            _compat.child_atexit_end()
+        os._exit(code)
+
+
 class GuardedPopen(Child):
     """A :class:`~mpguard._group.Child` that can start itself by the
     guarded fork (the fork Popen, and billiard's)."""
@@ -91,6 +151,8 @@ class GuardedPopen(Child):
 
         *stdlib_atexit*: treat atexit as this Python's ``popen_fork`` does
         (billiard's Popen does not, and neither does its guarded variant).
+        If :func:`fork_ahead` already forked *process_obj*'s child, only
+        record it.
         """
         pool_worker = is_pool_worker(process_obj)
         # Held without contextlib, and with the fewest calls between forks:
@@ -98,50 +160,156 @@ class GuardedPopen(Child):
         # write), once per worker of a pool.
         guard = acquire()
         try:
-            plan = guard.child_plan(pool_worker=pool_worker)
-            pipes = ChildPipes.open()
-            old_mask = _compat.sigmask(signal.SIG_BLOCK, guard.block)
-            _signals.guarded_fork(True)
-            # A Process's fork child reuses the parent's resource tracker;
-            # a raw os.fork() child would close its pipe (gh-146313).
-            _compat.fork_keeps_tracker(True)
-            try:
-                pid = os.fork()
-                if pid == 0:  # child: ends in os._exit, never returns
-                    code = 1
-                    began = False
+            forked: Forked | None = getattr(process_obj, FORKED_ATTR, None)
+            if forked is not None:
+                delattr(process_obj, FORKED_ATTR)
+                pid, pipes, error = forked
+            else:
+                plan = guard.child_plan(pool_worker=pool_worker)
+                pipes = ChildPipes.open()
+                old_mask = _compat.sigmask(signal.SIG_BLOCK, guard.block)
+                _signals.guarded_fork(True)
+                # A Process's fork child reuses the parent's resource
+                # tracker; a raw os.fork() child would close its pipe
+                # (gh-146313).
+                _compat.fork_keeps_tracker(True)
+                try:
                     try:
-                        _compat.fork_keeps_tracker(False)
-                        for fd in pipes.parent_ends():
-                            os.close(fd)
-                        code = _child.prepare(plan, old_mask)
-                        if code == 0:
-                            began = stdlib_atexit
-                            if began:
-                                _compat.child_atexit_begin()
-                            code = bootstrap(pipes.child_r)
-                    finally:
-                        if began:
-                            _compat.child_atexit_end()
-                        os._exit(code)
-            finally:
-                _compat.fork_keeps_tracker(False)
-                _signals.guarded_fork(False)
-                _compat.sigmask(signal.SIG_SETMASK, old_mask)
-            for fd in pipes.child_ends():
-                os.close(fd)
+                        pid = os.fork()
+                    except OSError:  # EAGAIN, ENOMEM: no child, no fd left
+                        _compat.close_fds(*pipes.child_ends(), *pipes.parent_ends())
+                        raise
+                    if pid == 0:  # child: ends in os._exit, never returns
+                        _run_child(
+                            plan,
+                            old_mask,
+                            pipes.child_r,
+                            pipes.parent_ends(),
+                            bootstrap,
+                            stdlib_atexit,
+                        )
+                finally:
+                    _compat.fork_keeps_tracker(False)
+                    _signals.guarded_fork(False)
+                    _compat.sigmask(signal.SIG_SETMASK, old_mask)
+                _compat.close_fds(*pipes.child_ends())
+                error = _adopt(guard, pid)
             fds = pipes.parent_ends()
-            try:
-                guard.adopt(pid)
-            except GuardSetupError as e:
+            if error is not None:
                 self.pid = pid
                 self.returncode = -signal.SIGKILL
-                abandon(pid, fds, e)
-                raise
+                raise abandon(pid, fds, error)
             self.pool_worker = pool_worker
             self.track(guard, pid, fds, reap=not pool_worker)
         finally:
             guard.unhold()
+
+
+def _adopt(guard: Guard, pid: int) -> GuardSetupError | None:
+    try:
+        guard.adopt(pid)
+    except GuardSetupError as e:
+        return e
+    return None
+
+
+def fork_ahead(processes: Sequence[Any]) -> None:
+    """Fork the children of the guarded fork *processes* back to back.
+
+    Each Process's ``start()`` then only records its child (the Popen, the
+    pidfd, the guard's table).  Why: after a fork, every page the parent
+    writes is copied (copy-on-write) or at least faulted again, and the
+    bookkeeping of one ``start()`` writes a few hundred pages.  Forked one
+    by one, a pool pays that once per worker; forked ahead, once per pool.
+
+    Each child is the same as one ``start()`` forks: signals blocked across
+    the fork, its own setup (:mod:`._child`) before its target, put in the
+    guard's group from both sides before the signals are unblocked.  Every
+    child closes the pipes of the others, as it would have found them
+    closed.  Best effort: if ``fork()`` fails, the Processes not forked yet
+    fork in their own ``start()``, which then raises.  A caller that does
+    not start every Process it passed calls :func:`discard_forked`.
+    """
+    if not processes or not all(map(_compat.may_start, processes)):
+        # Each start() raises its own error, before any fork.
+        return
+    guard = acquire()
+    try:
+        plans = [guard.child_plan(pool_worker=is_pool_worker(p)) for p in processes]
+        pipes = _open_pipes(len(processes))
+        if pipes is None:  # out of fds: each start() meets the error itself
+            return
+        # Flushed once here, or each child would write out the parent's
+        # buffered output again (popen_fork flushes before each fork too).
+        _compat.flush_std_streams()
+        every_fd = [fd for pp in pipes for fd in (*pp.child_ends(), *pp.parent_ends())]
+        # Everything a child needs is built before the first fork: the child
+        # only indexes these lists (it must not raise), and the parent
+        # writes nothing new between forks.
+        closes = [[fd for fd in every_fd if fd not in pp.child_ends()] for pp in pipes]
+        boots = [functools.partial(_compat.run_process, p) for p in processes]
+        pids: list[int] = []
+        errors: list[GuardSetupError | None] = []
+        old_mask = _compat.sigmask(signal.SIG_BLOCK, guard.block)
+        _signals.guarded_fork(True)
+        _compat.fork_keeps_tracker(True)
+        try:
+            # The loop between forks does as little as it can: that is the
+            # point (see above).
+            for i in range(len(processes)):
+                try:
+                    pid = os.fork()
+                except OSError:
+                    break
+                if pid == 0:  # child: ends in os._exit, never returns
+                    _run_child(
+                        plans[i], old_mask, pipes[i].child_r, closes[i], boots[i], True
+                    )
+                pids.append(pid)
+            # Both sides of setpgid before a signal can be handled here.
+            errors = [_adopt(guard, pid) for pid in pids]
+        finally:
+            _compat.fork_keeps_tracker(False)
+            _signals.guarded_fork(False)
+            _compat.sigmask(signal.SIG_SETMASK, old_mask)
+            # Whatever happened, every forked child goes to its Process (and
+            # so to a start() or to discard_forked), and no fd is left.
+            for i, pp in enumerate(pipes):
+                _compat.close_fds(*pp.child_ends())
+                if i < len(pids):
+                    error = errors[i] if i < len(errors) else None
+                    setattr(processes[i], FORKED_ATTR, Forked(pids[i], pp, error))
+                else:
+                    _compat.close_fds(*pp.parent_ends())
+    finally:
+        guard.unhold()
+
+
+def _open_pipes(n: int) -> list[ChildPipes] | None:
+    """*n* children's pipes, or None (and nothing left open) on OSError."""
+    pipes: list[ChildPipes] = []
+    try:
+        for _ in range(n):
+            pipes.append(ChildPipes.open())
+    except OSError:
+        for pp in pipes:
+            _compat.close_fds(*pp.child_ends(), *pp.parent_ends())
+        return None
+    return pipes
+
+
+def discard_forked(processes: Sequence[Any]) -> None:
+    """Kill and reap the children :func:`fork_ahead` left that no
+    ``start()`` recorded (the caller failed before starting them all)."""
+    for proc in processes:
+        forked: Forked | None = getattr(proc, FORKED_ATTR, None)
+        if forked is not None:
+            delattr(proc, FORKED_ATTR)
+            abandon(
+                forked.pid,
+                forked.pipes.parent_ends(),
+                GuardSetupError("the pool did not start this worker", pid=forked.pid),
+            )
 
 
 class Popen(GuardedPopen, popen_fork.Popen):

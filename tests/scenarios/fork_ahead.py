@@ -1,0 +1,189 @@
+"""A fork GuardedPool's first workers, forked back to back ("fork ahead").
+
+usage: fork_ahead.py REPORT MODE
+
+MODE:
+
+fds             GuardedPool(4); report each worker's pgid, its ignored and
+                blocked signals, and the pipes it shares with the parent
+one-by-one      the same with forking ahead turned off (the control: each
+                worker then inherits the pipes of the workers forked before
+                it, as in the stdlib's loop)
+start-fails     the second worker's start() raises after all four were
+                forked; report the forked pids, then hold
+no-discard      the same, with the clean-up of the forked, unstarted
+                children turned off (the control: they are left behind)
+fork-fails      os.fork() fails from the third call on; report the pids
+                that were forked, and which children's pipes are still open
+pipe-fails      the same when opening a child's pipes fails from the third
+                child on (EMFILE)
+
+The test reads the report, checks with psutil, and kills the session.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+
+from _common import hold, report
+
+N = 4
+
+
+def pipes_of(pid: int) -> set[str]:
+    """The pipe inodes *pid* holds open."""
+    out = set()
+    base = f"/proc/{pid}/fd"
+    for fd in os.listdir(base):
+        try:
+            target = os.readlink(f"{base}/{fd}")
+        except OSError:
+            continue
+        if target.startswith("pipe:"):
+            out.add(target)
+    return out
+
+
+def status_mask(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def record_child_pipes(fail_from: int = 0) -> set[str]:
+    """Record the pipes opened for guarded fork children from now on; with
+    *fail_from*, opening them fails from that call on (EMFILE)."""
+    from mpguard._start import _fork
+
+    opened: set[str] = set()
+    real = _fork.ChildPipes.open.__func__  # type: ignore[attr-defined]
+    calls = []
+
+    def recording(cls):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if fail_from and len(calls) >= fail_from:
+            raise OSError(errno.EMFILE, "injected: too many open files")
+        pipes = real(cls)
+        for fd in (*pipes.child_ends(), *pipes.parent_ends()):
+            opened.add(os.readlink(f"/proc/self/fd/{fd}"))
+        return pipes
+
+    _fork.ChildPipes.open = classmethod(recording)  # type: ignore[method-assign,assignment]
+    return opened
+
+
+def record_forked() -> list[int]:
+    """Wrap the fork-ahead step; return the list it fills with the pids."""
+    from mpguard._start import _fork
+
+    forked: list[int] = []
+    real = _fork.fork_ahead
+
+    def spy(processes):  # type: ignore[no-untyped-def]
+        real(processes)
+        for p in processes:
+            f = getattr(p, _fork.FORKED_ATTR, None)
+            if f is not None:
+                forked.append(f.pid)
+
+    _fork.fork_ahead = spy
+    return forked
+
+
+def main() -> None:
+    path, mode = sys.argv[1], sys.argv[2]
+    import mpguard
+    from mpguard._pool import _pool
+
+    if mode in ("fds", "one-by-one"):
+        if mode == "one-by-one":
+            _pool.fork_ahead = lambda processes: None  # type: ignore[assignment]
+        before = pipes_of(os.getpid())
+        pool = mpguard.GuardedPool(N)
+        assert pool.map(abs, range(-8, 0)) == list(range(8, 0, -1))
+        workers = [w.pid for w in pool._pool]
+        mine = pipes_of(os.getpid()) - before
+        held = {str(pid): sorted(pipes_of(pid) & mine) for pid in workers}
+        report(
+            path,
+            workers=workers,
+            parent_pgid=os.getpgrp(),
+            pgids=[os.getpgid(pid) for pid in workers],
+            sigign=[status_mask(pid, "SigIgn") for pid in workers],
+            sigblk=[status_mask(pid, "SigBlk") for pid in workers],
+            held=held,
+        )
+        hold()
+
+    if mode in ("start-fails", "no-discard"):
+        forked = record_forked()
+        if mode == "no-discard":
+            _pool.discard_forked = lambda processes: None  # type: ignore[assignment]
+        from mpguard._pool import _process
+
+        real_start = _process.PoolWorkerBase.start
+        calls = []
+
+        def start(self):  # type: ignore[no-untyped-def]
+            calls.append(self)
+            if len(calls) == 2:
+                raise RuntimeError("injected: the second start() fails")
+            real_start(self)
+
+        _process.PoolWorkerBase.start = start  # type: ignore[method-assign]
+        try:
+            mpguard.GuardedPool(N)
+        except RuntimeError as e:
+            error = str(e)
+        else:
+            error = ""
+        report(path, forked=forked, error=error)
+        hold()
+
+    if mode in ("fork-fails", "pipe-fails"):
+        forked = record_forked()
+        from mpguard._group import acquire
+
+        acquire()  # the guard's own pipes exist before, and it stays up
+        opened = record_child_pipes(3 if mode == "pipe-fails" else 0)
+        real_fork = os.fork
+        calls = []
+
+        def fork() -> int:
+            calls.append(1)
+            if len(calls) >= 3:
+                raise BlockingIOError(errno.EAGAIN, "injected: fork fails")
+            return real_fork()
+
+        if mode == "fork-fails":
+            os.fork = fork
+        try:
+            mpguard.GuardedPool(N)
+        except OSError as e:
+            error = f"{type(e).__name__}: {e}"
+        else:
+            error = ""
+        os.fork = real_fork
+        import gc
+        import multiprocessing
+
+        # The reaped workers' Popens (held by multiprocessing's table of
+        # children until the next look) close their pipes with them.
+        multiprocessing.active_children()
+        gc.collect()
+        report(
+            path,
+            forked=forked,
+            error=error,
+            opened=sorted(opened),
+            left=sorted(opened & pipes_of(os.getpid())),
+        )
+        hold()
+
+
+if __name__ == "__main__":
+    main()
