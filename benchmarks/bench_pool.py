@@ -32,6 +32,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -374,6 +375,144 @@ def s_memory(kind: str, method: str) -> str:
     return json.dumps(out)
 
 
+# --- physical references ----------------------------------------------------------
+
+
+def _median_us(fn: Callable[[], float], n: int) -> float:
+    return statistics.median(fn() for _ in range(n)) * 1e6
+
+
+def s_physical(kind: str, method: str) -> str:
+    """What the guarantees cost the kernel, in a fresh interpreter: the floor
+    under each case, against which a Python-level cost is measured."""
+    del kind, method
+    out: dict[str, float] = {}
+
+    def fork_exit_wait() -> float:
+        t0 = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        return time.perf_counter() - t0
+
+    out["fork + _exit + waitpid"] = _median_us(fork_exit_wait, 200)
+    # Children to act on: sleeping, in a group of their own.
+    kids = []
+    for _ in range(32):
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(60)
+            os._exit(0)
+        kids.append(pid)
+    pgid = kids[0]
+    for pid in kids:
+        os.setpgid(pid, pgid)
+
+    def pidfd_open_close() -> float:
+        t0 = time.perf_counter()
+        os.close(os.pidfd_open(kids[1]))
+        return time.perf_counter() - t0
+
+    def setpgid() -> float:
+        t0 = time.perf_counter()
+        os.setpgid(kids[1], pgid)
+        return time.perf_counter() - t0
+
+    def sigmask_pair() -> float:
+        t0 = time.perf_counter()
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        return time.perf_counter() - t0
+
+    out["pidfd_open + close"] = _median_us(pidfd_open_close, 200)
+    out["setpgid (parent side)"] = _median_us(setpgid, 200)
+    out["pthread_sigmask block + restore"] = _median_us(sigmask_pair, 200)
+    t0 = time.perf_counter()
+    os.killpg(pgid, signal.SIGKILL)
+    t1 = time.perf_counter()
+    for pid in kids:
+        os.waitpid(pid, 0)
+    t2 = time.perf_counter()
+    out["one killpg of 32 sleepers"] = (t1 - t0) * 1e6
+    out["reaping those 32 (waitpid each)"] = (t2 - t1) * 1e6
+    # The same 32 killed one by one, as a pool's terminate() must (the
+    # group holds every guarded child, not only one pool's).
+    kids = []
+    for _ in range(32):
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(60)
+            os._exit(0)
+        kids.append(pid)
+    time.sleep(0.05)
+    t0 = time.perf_counter()
+    for pid in kids:
+        os.kill(pid, signal.SIGKILL)
+    t1 = time.perf_counter()
+    for pid in kids:
+        os.waitpid(pid, 0)
+    out["32 kill calls, SIGKILL"] = (t1 - t0) * 1e6
+    return json.dumps(out)
+
+
+def s_faults(kind: str, method: str, n: int) -> str:
+    """Page faults per worker start (fork): in the parent while it builds
+    the pool, and in a worker between fork and its target (copy-on-write
+    of the pages each side writes)."""
+    import resource
+
+    import multiprocessing.pool as mpool
+
+    _warm(kind, method)
+    if kind == "guarded":
+        from mpguard._pool import _worker
+
+        holder, name = _worker, "worker_main"
+    else:
+        holder, name = mpool, "worker"
+    real = getattr(holder, name)
+    r, w = os.pipe()
+
+    def counted(*args: object) -> object:
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        os.write(w, f"{own}\n".encode())
+        return real(*args)
+
+    setattr(holder, name, counted)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    pool = make(kind, method, n)
+    parent = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    data = b""
+    while data.count(b"\n") < n:
+        data += os.read(r, 4096)
+    pool.close()
+    pool.join()
+    child = statistics.mean(int(x) for x in data.split())
+    return json.dumps({"parent": parent / n, "child": child})
+
+
+def physical_report(n: int) -> None:
+    """The kernel's floor, and the page faults per fork worker start."""
+    ref = json.loads(_in_fresh_process("s_physical", "", "fork", timeout=300))
+    print("\n### physical references (fresh interpreter, median)\n")
+    print("| operation | time |")
+    print("|---|---|")
+    for name, us in ref.items():
+        print(f"| {name} | {us:,.1f} µs |")
+    print(f"\n### page faults per fork worker start ({n} workers, mean of 5)\n")
+    print("| pool | in the parent, per worker | in a worker, fork to target |")
+    print("|---|---|---|")
+    for kind in ("stdlib", "guarded"):
+        runs = [
+            json.loads(_in_fresh_process("s_faults", kind, "fork", n))
+            for _ in range(5)
+        ]
+        parent = statistics.mean(x["parent"] for x in runs)
+        child = statistics.mean(x["child"] for x in runs)
+        print(f"| {kind} | {parent:.0f} | {child:.0f} |")
+
+
 # --- main -----------------------------------------------------------------------------
 
 
@@ -395,6 +534,12 @@ def main() -> int:
         help="exit 1 if a median speed ratio is below RATIO (0.5: twice as slow)",
     )
     ap.add_argument("--memory", action="store_true", help="also report memory")
+    ap.add_argument(
+        "--physical",
+        action="store_true",
+        help="also report the kernel's floor (fork, pidfd_open, setpgid, killpg) "
+        "and the page faults per fork worker start",
+    )
     ap.add_argument("--sample", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.sample:
@@ -415,6 +560,8 @@ def main() -> int:
             worst.append((ratio, method))
     if a.memory:
         memory_report()
+    if a.physical:
+        physical_report(32)
     print(f"\n({time.monotonic() - t0:.0f} s)")
     if a.tripwire is not None and worst and min(worst)[0] < a.tripwire:
         ratio, method = min(worst)

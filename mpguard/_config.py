@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GuardPolicy",
+    "child_dispositions",
     "configure",
     "disabled_capabilities",
     "get_policy",
@@ -37,6 +38,29 @@ __all__ = [
     "record",
     "replace",
 ]
+
+
+def child_dispositions(
+    signals: Iterable[int], *, pool_worker: bool
+) -> tuple[tuple[int, Any], ...]:
+    """``(signal, handler)``: what a guarded child does with each of the
+    guarded *signals*.
+
+    SIGTERM, SIGHUP, ...: the default action, which ends the child even in
+    C code; never the parent's handler (an inherited handler that
+    terminates "every child" is the terminate recursion trap).  SIGINT:
+    ignored by pool workers (Ctrl-C is the parent's business, and no
+    worker prints a KeyboardInterrupt traceback), Python's
+    KeyboardInterrupt otherwise.
+    """
+    out = []
+    for sig in sorted(signals):
+        if sig == signal.SIGINT:
+            handler = signal.SIG_IGN if pool_worker else signal.default_int_handler
+        else:
+            handler = signal.SIG_DFL
+        out.append((int(sig), handler))
+    return tuple(out)
 
 
 def _record(cls: Any) -> Any:

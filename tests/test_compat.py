@@ -299,16 +299,29 @@ CHECKS = {
         "mp.current_process()._config['daemon'] = True\n"
         "assert not _compat.may_start(q)\n"
     ),
-    "set_handler": (
-        # _signal.signal: SIG_DFL/SIG_IGN as its own int objects (3.9-3.15).
-        "import signal\n"
+    "raw_handlers": (
+        # _signal.signal and _signal.pthread_sigmask, the C functions under
+        # the signal module's wrappers: SIG_DFL/SIG_IGN as _signal's own int
+        # objects, plain ints out (3.9-3.15); and BaseProcess._bootstrap
+        # taking the parent sentinel as its first argument (3.8+).
+        "import multiprocessing as mp, signal\n"
         "from mpguard import _compat\n"
-        "_compat.set_handler(signal.SIGUSR1, signal.SIG_IGN)\n"
-        "assert signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN\n"
-        "_compat.set_handler(signal.SIGUSR1, signal.SIG_DFL)\n"
-        "assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL\n"
-        "_compat.set_handler(signal.SIGINT, signal.default_int_handler)\n"
+        "for h in (signal.SIG_IGN, signal.SIG_DFL):\n"
+        "    _compat.set_raw_handler(signal.SIGUSR1, _compat.raw_handler(h))\n"
+        "    assert signal.getsignal(signal.SIGUSR1) == h\n"
+        "h = _compat.raw_handler(signal.default_int_handler)\n"
+        "_compat.set_raw_handler(signal.SIGINT, h)\n"
         "assert signal.getsignal(signal.SIGINT) is signal.default_int_handler\n"
+        "try:\n"
+        "    _compat.set_raw_handler(signal.SIGUSR1, signal.SIG_IGN)\n"
+        "except TypeError:\n"
+        "    pass  # the enum member is refused: hence raw_handler\n"
+        "else:\n"
+        "    raise AssertionError('_signal.signal took an enum member')\n"
+        "p = mp.get_context('fork').Process(target=abs, args=(1,))\n"
+        "import inspect\n"
+        "params = list(inspect.signature(_compat.bootstrap_of(p)).parameters)\n"
+        "assert params == ['parent_sentinel'], params\n"
     ),
     "flush_std_streams": (
         # util._flush_std_streams: what popen_fork calls before its fork.

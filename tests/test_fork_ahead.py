@@ -29,7 +29,8 @@ def test_workers_forked_ahead_are_guarded_and_hold_only_their_own_pipes(tmp_path
     with scenario("fork_ahead", tmp_path, "fds") as sc:
         r = sc.report()
         # In the guard's group, never the parent's.
-        assert len(set(r["pgids"])) == 1 and r["pgids"][0] != r["parent_pgid"], r
+        assert len(set(r["pgids"])) == 1, r
+        assert r["pgids"][0] != r["parent_pgid"], r
         sigint = 1 << (signal.SIGINT - 1)
         for ign, blk in zip(r["sigign"], r["sigblk"]):
             assert ign & sigint, "a pool worker ignores SIGINT"

@@ -20,26 +20,31 @@ from multiprocessing.context import ForkServerContext
 # ``import mpguard``'s path, which stays within 5 ms of multiprocessing's.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
     from typing import Any
 
 __all__ = [
     "CHILD_RUNS_ATEXIT",
     "ForkServerContextBase",
+    "bootstrap_of",
     "check_available",
     "child_atexit_begin",
     "child_atexit_end",
     "close_fds",
     "default_context_if_set",
+    "flush_std_streams",
     "fork_keeps_tracker",
     "guardian_spawn_kwargs",
     "interpreter_flags",
+    "may_start",
     "pickle_for_child",
     "popen_fds",
     "process_popen",
+    "raw_handler",
     "reap_dropped_popens",
     "register_context",
     "run_process",
+    "set_raw_handler",
     "sigmask",
 ]
 
@@ -127,15 +132,13 @@ def _fork_intent() -> Any:
     return getattr(resource_tracker, "_fork_intent", None)
 
 
-def sigmask(how: int, sigs: Iterable[int]) -> set[int]:
-    """``signal.pthread_sigmask`` without its enum conversion.
-
-    The stdlib wrapper turns every signal of the returned mask into a
-    ``signal.Signals`` member: several enum calls per fork, and the pages
-    they write are copied again after each fork (a pool start forks once
-    per worker).  ``_signal.pthread_sigmask`` (C, 3.3+) returns plain ints.
-    """
-    return _signal.pthread_sigmask(how, sigs)  # type: ignore[no-any-return]
+#: ``signal.pthread_sigmask`` without its enum conversion: the C function
+#: under it (``_signal.pthread_sigmask``, 3.3+), plain ints in and out.  The
+#: wrapper turns every signal of the returned mask into a ``signal.Signals``
+#: member: several enum calls per fork, and the pages they write are copied
+#: again after each fork (a pool start forks once per worker).  An alias,
+#: not a wrapper: one Python frame less on both sides of every fork.
+sigmask: Callable[[int, Iterable[int]], set[int]] = _signal.pthread_sigmask
 
 
 def interpreter_flags() -> list[str]:
@@ -144,17 +147,20 @@ def interpreter_flags() -> list[str]:
     return util._args_from_interpreter_flags()  # type: ignore[attr-defined,no-any-return]
 
 
-def set_handler(sig: int, handler: Any) -> None:
-    """``signal.signal`` without its enum conversion (``_signal.signal``).
+def raw_handler(handler: Any) -> Any:
+    """*handler* as ``_signal.signal`` takes it: SIG_DFL and SIG_IGN as the
+    C module's own int objects (it knows them by identity), not
+    ``signal.Handlers`` members; a callable as is."""
+    if callable(handler):
+        return handler
+    return _signal.SIG_IGN if handler == _signal.SIG_IGN else _signal.SIG_DFL
 
-    For the fork child's setup: the wrapper's enum calls write pages that
-    each child then copies (copy-on-write), a few dozen per worker.
-    ``_signal.signal`` knows SIG_DFL and SIG_IGN by identity: it takes its
-    own int objects, not ``signal.Handlers`` members.
-    """
-    if not callable(handler):
-        handler = _signal.SIG_IGN if handler == _signal.SIG_IGN else _signal.SIG_DFL
-    _signal.signal(sig, handler)
+
+#: ``signal.signal`` without its enum conversions (``_signal.signal``, C),
+#: for :func:`raw_handler` values.  A fork child calls it between fork and
+#: its target: the wrapper's Python and enum calls write pages that every
+#: child then copies (copy-on-write).
+set_raw_handler: Callable[[int, Any], Any] = _signal.signal
 
 
 def flush_std_streams() -> None:
@@ -185,6 +191,13 @@ class ForkServerContextBase(ForkServerContext):
     def check_supported(self) -> None:
         """Raise if this Python's forkserver is not supported; subclasses
         override."""
+
+
+def bootstrap_of(process_obj: Any) -> Callable[[int], int]:
+    """``process_obj._bootstrap``, bound: what a fork child runs with its
+    parent sentinel (``popen_fork`` calls it so, 3.8+).  Looked up in the
+    parent, so the child enters it without a frame of ours."""
+    return process_obj._bootstrap  # type: ignore[no-any-return]
 
 
 def run_process(process_obj: Any, parent_sentinel: int | None) -> int:

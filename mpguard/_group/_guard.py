@@ -49,8 +49,14 @@ from contextlib import contextmanager
 from multiprocessing import util
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from .. import _platform, _signals
-from .._config import GuardPolicy, get_policy, log, on_policy_change
+from .. import _compat, _platform, _signals
+from .._config import (
+    GuardPolicy,
+    child_dispositions,
+    get_policy,
+    log,
+    on_policy_change,
+)
 from .._errors import (
     GuardClosedError,
     GuardDegradedWarning,
@@ -101,6 +107,9 @@ class ChildPlan(NamedTuple):
     lifeline_fd: int
     signals: tuple[int, ...]
     pool_worker: bool
+    #: ``(signal, handler)`` to install (``_config.child_dispositions``, in
+    #: the form ``_compat.set_raw_handler`` takes).
+    dispositions: tuple[tuple[int, Any], ...]
 
 
 class GuardState(enum.Enum):
@@ -255,6 +264,13 @@ class Guard:
                 lifeline_fd=self.lifeline_w,
                 signals=tuple(sorted(self.block)),
                 pool_worker=pool_worker,
+                # As _signal.signal takes them: the child only walks them.
+                dispositions=tuple(
+                    (sig, _compat.raw_handler(handler))
+                    for sig, handler in child_dispositions(
+                        self.block, pool_worker=pool_worker
+                    )
+                ),
             )
         return plan
 

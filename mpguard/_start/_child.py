@@ -60,18 +60,14 @@ EXIT_PARENT_GONE = 251
 def reset_signals(signals: tuple[int, ...], *, pool_worker: bool) -> None:
     """Give a guarded child its own dispositions for the guarded *signals*.
 
-    SIGTERM, SIGHUP, ...: the default action.  SIGINT: ignored by pool
-    workers (Ctrl-C is the parent's business), Python's KeyboardInterrupt
-    otherwise.
+    What each signal gets: :func:`mpguard._config.child_dispositions`.
     """
-    # Through _compat: signal.signal's enum conversions would write pages
-    # that every fork child copies (copy-on-write).
-    for sig in signals:
-        if sig == signal.SIGINT:
-            handler = signal.SIG_IGN if pool_worker else signal.default_int_handler
-            _compat.set_handler(sig, handler)
-        else:
-            _compat.set_handler(sig, signal.SIG_DFL)
+    # Imported here: this module is on ``import mpguard``'s path, which
+    # does not read the policy.
+    from .._config import child_dispositions  # noqa: PLC0415
+
+    for sig, handler in child_dispositions(signals, pool_worker=pool_worker):
+        _compat.set_raw_handler(sig, _compat.raw_handler(handler))
 
 
 def prepare(plan: ChildPlan, mask: set[int]) -> int:
@@ -85,7 +81,11 @@ def prepare(plan: ChildPlan, mask: set[int]) -> int:
             os.close(plan.lifeline_fd)
         except OSError:
             pass
-        reset_signals(plan.signals, pool_worker=plan.pool_worker)
+        # The pairs were computed in the parent, and set through the C
+        # function: every Python call here writes pages the child copies.
+        set_handler = _compat.set_raw_handler
+        for sig, handler in plan.dispositions:
+            set_handler(sig, handler)
         if os.getppid() != plan.parent_pid:
             return EXIT_PARENT_GONE
         _compat.sigmask(signal.SIG_SETMASK, mask)

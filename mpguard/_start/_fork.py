@@ -18,7 +18,6 @@ Differences, each for a reason:
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 from multiprocessing import popen_fork
@@ -47,7 +46,7 @@ __all__ = [
 
 # Read once here, in the parent: ``_compat`` loads names on first read, and
 # a name first read in a fork child would be imported again in every child.
-_compat.child_atexit_begin, _compat.child_atexit_end, _compat.set_handler  # noqa: B018
+_compat.child_atexit_begin, _compat.child_atexit_end, _compat.set_raw_handler  # noqa: B018
 
 
 def is_pool_worker(process_obj: Any) -> bool:
@@ -247,7 +246,7 @@ def fork_ahead(processes: Sequence[Any]) -> None:
         # only indexes these lists (it must not raise), and the parent
         # writes nothing new between forks.
         closes = [[fd for fd in every_fd if fd not in pp.child_ends()] for pp in pipes]
-        boots = [functools.partial(_compat.run_process, p) for p in processes]
+        boots = [_compat.bootstrap_of(p) for p in processes]
         pids: list[int] = []
         errors: list[GuardSetupError | None] = []
         old_mask = _compat.sigmask(signal.SIG_BLOCK, guard.block)
@@ -318,7 +317,4 @@ class Popen(GuardedPopen, popen_fork.Popen):
     method = "fork"
 
     def _launch(self, process_obj: Any) -> None:
-        self._fork(
-            process_obj,
-            lambda sentinel: _compat.run_process(process_obj, sentinel),
-        )
+        self._fork(process_obj, _compat.bootstrap_of(process_obj))
