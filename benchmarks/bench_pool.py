@@ -1,7 +1,7 @@
 """GuardedPool vs the stdlib Pool, per start method: ratios from one run.
 
     python benchmarks/bench_pool.py [--rounds 5] [--methods fork,forkserver,spawn]
-        [--only TEXT] [--quick] [--tripwire RATIO] [--memory]
+        [--only TEXT] [--quick] [--tripwire RATIO] [--memory] [--physical]
 
 For each start method M the pair is the stdlib Pool on M and GuardedPool on
 "guarded-M".  Every sample runs in a fresh interpreter (``--sample``), so no
@@ -21,7 +21,10 @@ multiprocessing.pool``; import, ``Pool(2)``, one small map, exit).
 ``--tripwire 0.5`` the exit status is 1 if any median ratio is below 0.5,
 that is if GuardedPool takes more than twice the stdlib's time on any
 case: a tripwire for a gross regression, not a timed test.  ``--memory``
-adds the guardian's resident size and the per-worker memory of both pools.
+adds the guardian's resident size and the per-worker memory of both pools;
+``--physical`` the kernel's floor under the guarantees (fork, pidfd_open,
+setpgid, the signal mask, one killpg, in a fresh interpreter) and the page
+faults per fork worker start, in the parent and in the worker.
 """
 
 from __future__ import annotations
