@@ -468,9 +468,8 @@ def s_faults(kind: str, method: str, n: int) -> str:
     """Page faults per worker start (fork): in the parent while it builds
     the pool, and in a worker between fork and its target (copy-on-write
     of the pages each side writes)."""
-    import resource
-
     import multiprocessing.pool as mpool
+    import resource
 
     _warm(kind, method)
     if kind == "guarded":
@@ -513,8 +512,7 @@ def physical_report(n: int) -> None:
     print("|---|---|---|")
     for kind in ("stdlib", "guarded"):
         runs = [
-            json.loads(_in_fresh_process("s_faults", kind, "fork", n))
-            for _ in range(5)
+            json.loads(_in_fresh_process("s_faults", kind, "fork", n)) for _ in range(5)
         ]
         parent = statistics.mean(x["parent"] for x in runs)
         child = statistics.mean(x["child"] for x in runs)
