@@ -116,6 +116,13 @@ class GuardHandler:
                 raise KeyboardInterrupt
             _die_by(signum)
             return
+        if _guarded:
+            # A thread is between a guarded fork and recording the child:
+            # the teardown (or a KeyboardInterrupt raised here) would miss
+            # a child not yet in the group or lose its pid.  Handled again
+            # when the last guarded fork ends (guarded_fork(False)).
+            _pending.append(signum)
+            return
         if signum == signal.SIGINT:
             # The guard passes it on to its children first: the terminal
             # would have sent it to them too, had they stayed in its
@@ -181,12 +188,26 @@ _guarded: set[int] = set()  # threads inside a guarded fork
 _masks: dict[int, set[int]] = {}  # masks before_fork saved, by thread
 
 
+_pending: list[int] = []  # signals GuardHandler deferred (guarded forks)
+
+
 def guarded_fork(active: bool) -> None:
-    """Mark the calling thread as inside a guarded fork (skips the hooks)."""
+    """Mark the calling thread as inside a guarded fork: the at-fork hooks
+    skip it, and mpguard's handlers wait until it ends.
+
+    Ending the last one sends the deferred signals to this process again:
+    Python runs handlers in the main thread, which may not be this one.
+    """
     if active:
         _guarded.add(threading.get_ident())
-    else:
-        _guarded.discard(threading.get_ident())
+        return
+    _guarded.discard(threading.get_ident())
+    while _pending and not _guarded:
+        try:
+            sig = _pending.pop(0)
+        except IndexError:  # another thread took it
+            break
+        os.kill(os.getpid(), sig)
 
 
 def before_fork() -> None:
@@ -208,9 +229,11 @@ def after_fork_in_parent() -> None:
 def after_fork_in_child() -> None:
     """at-fork hook: pre-mpguard dispositions, then unblock (child)."""
     mask = _masks.pop(threading.get_ident(), None) if _masks else None
-    # Other threads' entries are of forks that are not this child's.
+    # Other threads' entries are of forks that are not this child's, and the
+    # deferred signals were the parent's.
     _masks.clear()
     _guarded.clear()
+    _pending.clear()
     if mask is not None:
         try:
             for sig, h in _installed.items():

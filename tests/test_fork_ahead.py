@@ -11,9 +11,22 @@ from __future__ import annotations
 
 import signal
 
+import psutil
 import pytest
 
-from _support import describe, scenario, wait_gone
+from _support import SHORT, describe, scenario, wait_for, wait_gone
+
+
+def _existing(pids: list[int]) -> list[int]:
+    """The pids of *pids* that still exist: running, or zombies not reaped."""
+    return [pid for pid in pids if psutil.pid_exists(pid)]
+
+
+def _wait_reaped(pids: list[int], timeout: float = SHORT) -> list[int]:
+    """Wait until none of *pids* exists (killed *and* reaped); the rest."""
+    wait_for(lambda: not _existing(pids), timeout)
+    return _existing(pids)
+
 
 pytestmark = pytest.mark.linux
 
@@ -55,7 +68,7 @@ def test_a_failed_start_kills_and_reaps_the_children_forked_for_it(tmp_path):
         assert r["error"] == "injected: the second start() fails"
         assert len(r["forked"]) == 4
         # Gone, not zombies: the scenario is alive and would hold them.
-        left = wait_gone(r["forked"])
+        left = _wait_reaped(r["forked"])
         assert not left, describe(left)
 
 
@@ -84,5 +97,32 @@ def test_a_failed_fork_or_pipe_raises_and_leaves_nothing(tmp_path, mode, error, 
         assert len(r["forked"]) == forked
         assert r["opened"], "the scenario saw no child's pipes"
         assert r["left"] == [], "a child's pipe is still open in the parent"
-        left = wait_gone(r["forked"])
+        left = _wait_reaped(r["forked"])
         assert not left, describe(left)
+
+
+def test_ctrl_c_during_the_forks_leaves_no_worker_outside_a_pool(tmp_path):
+    # mpguard's handler waits until every child forked meanwhile is in the
+    # group and recorded; the KeyboardInterrupt then comes, and the workers
+    # of the pool that could not be built are killed and reaped.
+    with scenario("fork_ahead", tmp_path, "interrupt") as sc:
+        r = sc.report()
+        assert r["interrupted"], "the SIGINT was not seen as a KeyboardInterrupt"
+        assert len(r["forked"]) >= 2, r
+        stray = [pid for pid in r["forked"] if pid not in r["workers"]]
+        left = _wait_reaped(stray)
+        assert not left, describe(left)
+
+
+def test_control_ctrl_c_during_the_stdlib_pools_forks_leaves_workers_running(
+    tmp_path,
+):
+    with scenario("fork_ahead", tmp_path, "interrupt-stdlib") as sc:
+        r = sc.report()
+        assert r["interrupted"]
+        assert r["workers"] == []  # Pool() raised: there is no pool
+        # Both forked workers are left, in no pool: the first started, the
+        # second's pid lost between fork() and its Popen.  They run on, or
+        # exit when the dropped pool's queues close, and nobody reaps them.
+        wait_for(lambda: len(_existing(r["forked"])) < 2, 1.0)
+        assert _existing(r["forked"]) == r["forked"], describe(r["forked"])

@@ -124,6 +124,16 @@ class GuardedPool(_compat.PoolBase):
                 processes, initializer, initargs, maxtasksperchild, context
             )
         except BaseException:
+            # After an Exception the stdlib's __init__ has terminated the
+            # workers it started; a KeyboardInterrupt is no Exception, and
+            # they would run on, in no pool (its worker handler, if started,
+            # replacing them).
+            _compat.stop_pool_respawn(self)
+            _kill_workers(self._mpguard_workers(), self._grace)
+            dispatcher = getattr(self, "_dispatcher", None)
+            if dispatcher is not None:
+                dispatcher.stop()
+                dispatcher.close()
             self._hold.release()
             raise
         # Nothing handed to the pool's threads or finalizers may refer to
@@ -173,8 +183,8 @@ class GuardedPool(_compat.PoolBase):
         if not (self._mpguard_fork_ahead and len(workers) > 1):
             super()._mpguard_start_workers(workers, pool)
             return
-        fork_ahead(workers)
         try:
+            fork_ahead(workers)
             super()._mpguard_start_workers(workers, pool)
         finally:
             # Only if a start() failed: its and the later workers' children.

@@ -98,10 +98,14 @@ class Forked(NamedTuple):
     pid: int
     pipes: ChildPipes
     error: GuardSetupError | None
+    guard: Guard
 
 
 #: Where :func:`fork_ahead` leaves a child for its Process's ``start()``.
 FORKED_ATTR = "_mpguard_forked"
+
+#: Blocked in the forking thread across a guarded fork: every signal.
+_FORK_BLOCK = frozenset(signal.valid_signals())
 
 
 def _run_child(
@@ -130,9 +134,11 @@ def _run_child(
                 _compat.child_atexit_begin()
             code = bootstrap(child_r)
     finally:
-        if began:
-            _compat.child_atexit_end()
-        os._exit(code)
+        try:
+            if began:
+                _compat.child_atexit_end()
+        finally:
+            os._exit(code)
 
 
 class GuardedPopen(Child):
@@ -162,46 +168,72 @@ class GuardedPopen(Child):
             forked: Forked | None = getattr(process_obj, FORKED_ATTR, None)
             if forked is not None:
                 delattr(process_obj, FORKED_ATTR)
-                pid, pipes, error = forked
-            else:
-                plan = guard.child_plan(pool_worker=pool_worker)
-                pipes = ChildPipes.open()
-                old_mask = _compat.sigmask(signal.SIG_BLOCK, guard.block)
-                _signals.guarded_fork(True)
+                error = forked.error
+                if error is None and forked.guard is not guard:
+                    # Torn down and replaced in between: the child is in
+                    # the old group, which this guard does not watch.
+                    msg = "the guard was replaced between fork and start()"
+                    error = GuardSetupError(msg, pid=forked.pid)
+                self._record(guard, process_obj, forked.pid, forked.pipes, error)
+                return
+            plan = guard.child_plan(pool_worker=pool_worker)
+            pipes = ChildPipes.open()
+            # Every signal blocked in this thread across the fork: the child
+            # starts with none deliverable, so no handler (the parent's or a
+            # user's) runs in it before its setup; _child.prepare then
+            # restores old_mask.  mpguard's own handlers, which the main
+            # thread may run whatever this thread blocks, are deferred while
+            # guarded_fork() is on, until the child is in the group and
+            # recorded (else a pid could be lost between fork and record).
+            old_mask = _compat.sigmask(signal.SIG_BLOCK, _FORK_BLOCK)
+            _signals.guarded_fork(True)
+            try:
                 # A Process's fork child reuses the parent's resource
                 # tracker; a raw os.fork() child would close its pipe
                 # (gh-146313).
                 _compat.fork_keeps_tracker(True)
                 try:
-                    try:
-                        pid = os.fork()
-                    except OSError:  # EAGAIN, ENOMEM: no child, no fd left
-                        _compat.close_fds(*pipes.child_ends(), *pipes.parent_ends())
-                        raise
-                    if pid == 0:  # child: ends in os._exit, never returns
-                        _run_child(
-                            plan,
-                            old_mask,
-                            pipes.child_r,
-                            pipes.parent_ends(),
-                            bootstrap,
-                            stdlib_atexit,
-                        )
+                    pid = os.fork()
+                except OSError:  # EAGAIN, ENOMEM: no child, no fd left
+                    _compat.close_fds(*pipes.child_ends(), *pipes.parent_ends())
+                    raise
                 finally:
                     _compat.fork_keeps_tracker(False)
-                    _signals.guarded_fork(False)
-                    _compat.sigmask(signal.SIG_SETMASK, old_mask)
+                if pid == 0:  # child: ends in os._exit, never returns
+                    _run_child(
+                        plan,
+                        old_mask,
+                        pipes.child_r,
+                        pipes.parent_ends(),
+                        bootstrap,
+                        stdlib_atexit,
+                    )
                 _compat.close_fds(*pipes.child_ends())
-                error = _adopt(guard, pid)
-            fds = pipes.parent_ends()
-            if error is not None:
-                self.pid = pid
-                self.returncode = -signal.SIGKILL
-                raise abandon(pid, fds, error)
-            self.pool_worker = pool_worker
-            self.track(guard, pid, fds, reap=not pool_worker)
+                self._record(guard, process_obj, pid, pipes, _adopt(guard, pid))
+            finally:
+                _signals.guarded_fork(False)  # runs what it deferred
+                _compat.sigmask(signal.SIG_SETMASK, old_mask)
         finally:
             guard.unhold()
+
+    def _record(
+        self,
+        guard: Guard,
+        process_obj: Any,
+        pid: int,
+        pipes: ChildPipes,
+        error: GuardSetupError | None,
+    ) -> None:
+        """Make the forked child *pid* this Popen's: its pidfd, the guard's
+        table; or, if it could not be put in the group (*error*), kill it."""
+        fds = pipes.parent_ends()
+        if error is not None:
+            self.pid = pid
+            self.returncode = -signal.SIGKILL
+            raise abandon(pid, fds, error)
+        pool_worker = is_pool_worker(process_obj)
+        self.pool_worker = pool_worker
+        self.track(guard, pid, fds, reap=not pool_worker)
 
 
 def _adopt(guard: Guard, pid: int) -> GuardSetupError | None:
@@ -223,7 +255,8 @@ def fork_ahead(processes: Sequence[Any]) -> None:
 
     Each child is the same as one ``start()`` forks: signals blocked across
     the fork, its own setup (:mod:`._child`) before its target, put in the
-    guard's group from both sides before the signals are unblocked.  Every
+    guard's group from both sides and recorded on its Process before a
+    signal is handled (mpguard's handlers wait for the whole batch).  Every
     child closes the pipes of the others, as it would have found them
     closed.  Best effort: if ``fork()`` fails, the Processes not forked yet
     fork in their own ``start()``, which then raises.  A caller that does
@@ -248,38 +281,39 @@ def fork_ahead(processes: Sequence[Any]) -> None:
         closes = [[fd for fd in every_fd if fd not in pp.child_ends()] for pp in pipes]
         boots = [_compat.bootstrap_of(p) for p in processes]
         pids: list[int] = []
-        errors: list[GuardSetupError | None] = []
-        old_mask = _compat.sigmask(signal.SIG_BLOCK, guard.block)
-        _signals.guarded_fork(True)
-        _compat.fork_keeps_tracker(True)
+        old_mask = _compat.sigmask(signal.SIG_BLOCK, _FORK_BLOCK)
+        _signals.guarded_fork(True)  # mpguard's handlers wait (see _fork)
         try:
-            # The loop between forks does as little as it can: that is the
-            # point (see above).
-            for i in range(len(processes)):
-                try:
-                    pid = os.fork()
-                except OSError:
-                    break
-                if pid == 0:  # child: ends in os._exit, never returns
-                    _run_child(
-                        plans[i], old_mask, pipes[i].child_r, closes[i], boots[i], True
-                    )
-                pids.append(pid)
-            # Both sides of setpgid before a signal can be handled here.
-            errors = [_adopt(guard, pid) for pid in pids]
+            _compat.fork_keeps_tracker(True)
+            try:
+                # The loop between forks does as little as it can: that is
+                # the point (see above).
+                for i in range(len(processes)):
+                    try:
+                        pid = os.fork()
+                    except OSError:
+                        break
+                    if pid == 0:  # child: ends in os._exit, never returns
+                        r = pipes[i].child_r
+                        _run_child(plans[i], old_mask, r, closes[i], boots[i], True)
+                    pids.append(pid)
+            finally:
+                _compat.fork_keeps_tracker(False)
+                # Whatever happened, every forked child is put in the group
+                # from this side and goes to its Process (and so to a
+                # start() or to discard_forked), and no fd is left open;
+                # all before a deferred signal is handled.
+                for i, pp in enumerate(pipes):
+                    _compat.close_fds(*pp.child_ends())
+                    if i < len(pids):
+                        error = _adopt(guard, pids[i])
+                        forked = Forked(pids[i], pp, error, guard)
+                        setattr(processes[i], FORKED_ATTR, forked)
+                    else:
+                        _compat.close_fds(*pp.parent_ends())
         finally:
-            _compat.fork_keeps_tracker(False)
-            _signals.guarded_fork(False)
+            _signals.guarded_fork(False)  # runs what it deferred
             _compat.sigmask(signal.SIG_SETMASK, old_mask)
-            # Whatever happened, every forked child goes to its Process (and
-            # so to a start() or to discard_forked), and no fd is left.
-            for i, pp in enumerate(pipes):
-                _compat.close_fds(*pp.child_ends())
-                if i < len(pids):
-                    error = errors[i] if i < len(errors) else None
-                    setattr(processes[i], FORKED_ATTR, Forked(pids[i], pp, error))
-                else:
-                    _compat.close_fds(*pp.parent_ends())
     finally:
         guard.unhold()
 

@@ -17,6 +17,11 @@ fork-fails      os.fork() fails from the third call on; report the pids
                 that were forked, and which children's pipes are still open
 pipe-fails      the same when opening a child's pipes fails from the third
                 child on (EMFILE)
+interrupt       SIGINT (Ctrl-C) reaches the parent right after its second
+                worker fork; report the forked pids and the pool's workers
+interrupt-stdlib  the same with the stdlib fork Pool (the control: the pid
+                of the fork the KeyboardInterrupt cut short is lost, and the
+                workers run on in no pool)
 
 The test reads the report, checks with psutil, and kills the session.
 """
@@ -25,7 +30,9 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import sys
+import time
 
 from _common import hold, report
 
@@ -96,6 +103,10 @@ def record_forked() -> list[int]:
 
 def main() -> None:
     path, mode = sys.argv[1], sys.argv[2]
+    if mode in ("interrupt", "interrupt-stdlib"):
+        forked, interrupted, workers = interrupted_start(mode)
+        report(path, forked=forked, interrupted=interrupted, workers=workers)
+        hold()
     import mpguard
     from mpguard._pool import _pool
 
@@ -183,6 +194,40 @@ def main() -> None:
             left=sorted(opened & pipes_of(os.getpid())),
         )
         hold()
+
+
+def interrupted_start(mode: str) -> tuple[list[int], bool, list[int]]:
+    """Build a 4-worker pool while SIGINT lands right after the 2nd fork."""
+    import multiprocessing as mp
+
+    import mpguard
+
+    forked: list[int] = []
+    real_fork = os.fork
+
+    def fork() -> int:
+        pid = real_fork()
+        if pid:
+            forked.append(pid)
+            if len(forked) == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+        return pid
+
+    os.fork = fork
+    pool = None
+    interrupted = False
+    try:
+        if mode == "interrupt":
+            pool = mpguard.GuardedPool(N)
+        else:
+            pool = mp.get_context("fork").Pool(N)
+        # A deferred KeyboardInterrupt may land after __init__ returned.
+        time.sleep(0.5)
+    except KeyboardInterrupt:
+        interrupted = True
+    os.fork = real_fork
+    workers = [w.pid for w in pool._pool] if pool is not None else []
+    return forked, interrupted, workers
 
 
 if __name__ == "__main__":
