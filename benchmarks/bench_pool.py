@@ -390,6 +390,18 @@ def _median_us(fn: Callable[[], float], n: int) -> float:
     return statistics.median(fn() for _ in range(n)) * 1e6
 
 
+def _sleepers(n: int) -> list[int]:
+    """Fork *n* children that sleep for a minute; their pids."""
+    kids = []
+    for _ in range(n):
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(60)
+            os._exit(0)
+        kids.append(pid)
+    return kids
+
+
 def s_physical(kind: str, method: str) -> str:
     """What the guarantees cost the kernel, in a fresh interpreter: the floor
     under each case, against which a Python-level cost is measured."""
@@ -406,13 +418,7 @@ def s_physical(kind: str, method: str) -> str:
 
     out["fork + _exit + waitpid"] = _median_us(fork_exit_wait, 200)
     # Children to act on: sleeping, in a group of their own.
-    kids = []
-    for _ in range(32):
-        pid = os.fork()
-        if pid == 0:
-            time.sleep(60)
-            os._exit(0)
-        kids.append(pid)
+    kids = _sleepers(32)
     pgid = kids[0]
     for pid in kids:
         os.setpgid(pid, pgid)
@@ -446,13 +452,7 @@ def s_physical(kind: str, method: str) -> str:
     out["reaping those 32 (waitpid each)"] = (t2 - t1) * 1e6
     # The same 32 killed one by one, as a pool's terminate() must (the
     # group holds every guarded child, not only one pool's).
-    kids = []
-    for _ in range(32):
-        pid = os.fork()
-        if pid == 0:
-            time.sleep(60)
-            os._exit(0)
-        kids.append(pid)
+    kids = _sleepers(32)
     time.sleep(0.05)
     t0 = time.perf_counter()
     for pid in kids:

@@ -174,7 +174,7 @@ class GuardedPopen(Child):
                     # the old group, which this guard does not watch.
                     msg = "the guard was replaced between fork and start()"
                     error = GuardSetupError(msg, pid=forked.pid)
-                self._record(guard, process_obj, forked.pid, forked.pipes, error)
+                self._record(guard, pool_worker, forked.pid, forked.pipes, error)
                 return
             plan = guard.child_plan(pool_worker=pool_worker)
             pipes = ChildPipes.open()
@@ -209,7 +209,7 @@ class GuardedPopen(Child):
                         stdlib_atexit,
                     )
                 _compat.close_fds(*pipes.child_ends())
-                self._record(guard, process_obj, pid, pipes, _adopt(guard, pid))
+                self._record(guard, pool_worker, pid, pipes, _adopt(guard, pid))
             finally:
                 _signals.guarded_fork(False)  # runs what it deferred
                 _compat.sigmask(signal.SIG_SETMASK, old_mask)
@@ -219,7 +219,7 @@ class GuardedPopen(Child):
     def _record(
         self,
         guard: Guard,
-        process_obj: Any,
+        pool_worker: bool,
         pid: int,
         pipes: ChildPipes,
         error: GuardSetupError | None,
@@ -231,7 +231,6 @@ class GuardedPopen(Child):
             self.pid = pid
             self.returncode = -signal.SIGKILL
             raise abandon(pid, fds, error)
-        pool_worker = is_pool_worker(process_obj)
         self.pool_worker = pool_worker
         self.track(guard, pid, fds, reap=not pool_worker)
 
