@@ -402,6 +402,39 @@ def _sleepers(n: int) -> list[int]:
     return kids
 
 
+def _child_cpu(argv: list[str]) -> float:
+    """CPU seconds (user + system) of one run of *argv* to its exit."""
+    import resource
+
+    def used() -> float:
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
+    before = used()
+    subprocess.run(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=False
+    )
+    return used() - before
+
+
+def _interpreter_starts() -> dict[str, float]:
+    """The guardian's start, the one cost of a cold start no code in the
+    owner can remove: an interpreter (``python -I -S``) and its imports,
+    in CPU time, against a bare ``python -I -S -c pass``.  Run outside a
+    group of its own, the guardian script exits (status 2) right after its
+    start-up, before it would watch anything."""
+    from mpguard._group._guardian import GUARDIAN_PATH
+
+    guardian = [sys.executable, "-I", "-S", GUARDIAN_PATH, str(os.getpid()), "0"]
+    bare = [sys.executable, "-I", "-S", "-c", "pass"]
+    return {
+        "`python -I -S -c pass`, CPU": _median_us(lambda: _child_cpu(bare), 21),
+        "the guardian's start (`python -I -S` + its imports), CPU": _median_us(
+            lambda: _child_cpu(guardian), 21
+        ),
+    }
+
+
 def s_physical(kind: str, method: str) -> str:
     """What the guarantees cost the kernel, in a fresh interpreter: the floor
     under each case, against which a Python-level cost is measured."""
@@ -417,6 +450,7 @@ def s_physical(kind: str, method: str) -> str:
         return time.perf_counter() - t0
 
     out["fork + _exit + waitpid"] = _median_us(fork_exit_wait, 200)
+    out.update(_interpreter_starts())
     # Children to act on: sleeping, in a group of their own.
     kids = _sleepers(32)
     pgid = kids[0]

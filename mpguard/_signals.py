@@ -58,15 +58,20 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Union
 
 from . import _compat
 from ._config import log
 from ._errors import GuardDegradedWarning, signal_name
 
+# typing.TYPE_CHECKING without importing typing: this module is on the
+# pool's path, and typing costs a cold start 2 ms.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import FrameType
+    from typing import Any, Union
+
+    _Disposition = Union[Callable[[int, Any], Any], int, None]
 
 __all__ = [
     "GuardHandler",
@@ -78,9 +83,6 @@ __all__ = [
     "installed",
     "uninstall",
 ]
-
-
-_Disposition = Union[Callable[[int, Any], Any], int, None]
 
 
 class GuardHandler:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # C module, no stubs
 import atexit
-import functools
 import io
 import multiprocessing.context
 import multiprocessing.process
@@ -118,18 +117,14 @@ def fork_keeps_tracker(keep: bool) -> None:
     after it, in both the parent and the child.  No-op on Pythons without
     the flag.
     """
-    intent = _fork_intent()
+    # Only an imported resource_tracker has registered that handler, so it
+    # is looked up, never imported: the import (with multiprocessing.spawn)
+    # costs a fork pool's cold start 1.4 ms, and a program that never
+    # imported it has no tracker pipe to keep.
+    tracker = sys.modules.get("multiprocessing.resource_tracker")
+    intent = getattr(tracker, "_fork_intent", None)
     if intent is not None:
         intent.preserve_fd = keep
-
-
-@functools.cache
-def _fork_intent() -> Any:
-    # Looked up once: twice per fork, the import and getattr showed in
-    # worker churn profiles.
-    from multiprocessing import resource_tracker  # noqa: PLC0415
-
-    return getattr(resource_tracker, "_fork_intent", None)
 
 
 #: ``signal.pthread_sigmask`` without its enum conversion: the C function

@@ -38,6 +38,7 @@ them.
 
 from __future__ import annotations
 
+import collections
 import enum
 import os
 import signal
@@ -47,7 +48,6 @@ import warnings
 import weakref
 from contextlib import contextmanager
 from multiprocessing import util
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from .. import _compat, _platform, _signals
 from .._config import (
@@ -67,8 +67,12 @@ from ._children import ChildTable
 from ._guardian import Guardian
 from ._ladder import Target, escalate, tree_target
 
+# typing.TYPE_CHECKING without importing typing: this module is on the
+# pool's path, and typing costs a cold start 2 ms.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
+    from typing import Any, NamedTuple, TypeVar
 
     from ._children import GuardedChild
 
@@ -95,21 +99,29 @@ LINGER = 0.5
 # inherits its parent's dispositions and mask).
 _ALWAYS_BLOCKED = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    T = TypeVar("T")
 
+    class ChildPlan(NamedTuple):
+        """Everything a forked child needs, computed in the parent before
+        fork (the child runs ``mpguard._start._child.prepare`` with it)."""
 
-class ChildPlan(NamedTuple):
-    """Everything a forked child needs, computed in the parent before fork
-    (the child runs ``mpguard._start._child.prepare`` with it)."""
+        pgid: int
+        parent_pid: int
+        lifeline_fd: int
+        pool_worker: bool
+        #: ``(signal, handler)`` to install (``_config.child_dispositions``,
+        #: in the form ``_compat.set_raw_handler`` takes).
+        dispositions: tuple[tuple[int, Any], ...]
 
-    pgid: int
-    parent_pid: int
-    lifeline_fd: int
-    signals: tuple[int, ...]
-    pool_worker: bool
-    #: ``(signal, handler)`` to install (``_config.child_dispositions``, in
-    #: the form ``_compat.set_raw_handler`` takes).
-    dispositions: tuple[tuple[int, Any], ...]
+else:
+    # The tuple typing.NamedTuple would build, without importing typing.
+    ChildPlan = collections.namedtuple(
+        "ChildPlan", "pgid parent_pid lifeline_fd pool_worker dispositions"
+    )
+    ChildPlan.__doc__ = """Everything a forked child needs, computed in the
+    parent before fork (the child runs ``mpguard._start._child.prepare``
+    with it)."""
 
 
 class GuardState(enum.Enum):
@@ -262,7 +274,6 @@ class Guard:
                 pgid=self.pgid,
                 parent_pid=self.owner_pid,
                 lifeline_fd=self.lifeline_w,
-                signals=tuple(sorted(self.block)),
                 pool_worker=pool_worker,
                 # As _signal.signal takes them: the child only walks them.
                 dispositions=tuple(

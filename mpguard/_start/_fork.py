@@ -18,18 +18,22 @@ Differences, each for a reason:
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 from multiprocessing import popen_fork
-from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from .. import _compat, _platform, _signals
 from .._errors import GuardSetupError
 from .._group import Child, abandon, acquire
 from . import _child
 
+# typing.TYPE_CHECKING without importing typing: this module is on the
+# pool's path, and typing costs a cold start 2 ms.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from typing import Any, NamedTuple, NoReturn
 
     from .._group import ChildPlan, Guard
 
@@ -55,7 +59,37 @@ def is_pool_worker(process_obj: Any) -> bool:
     return bool(getattr(process_obj, "_mpguard_pool_worker", False))
 
 
-class ChildPipes(NamedTuple):
+if TYPE_CHECKING:
+
+    class _PipeFields(NamedTuple):
+        child_r: int
+        parent_w: int
+        sentinel_r: int = -1
+        sentinel_w: int = -1
+
+    class Forked(NamedTuple):
+        """A child forked ahead by :func:`fork_ahead`, not yet recorded by
+        its Popen; *error* is set if it could not be put in the guard's
+        group."""
+
+        pid: int
+        pipes: ChildPipes
+        error: GuardSetupError | None
+        guard: Guard
+
+else:
+    # The tuples typing.NamedTuple would build, without importing typing
+    # (2 ms of a cold start).
+    _PipeFields = collections.namedtuple(
+        "_PipeFields", "child_r parent_w sentinel_r sentinel_w", defaults=(-1, -1)
+    )
+    Forked = collections.namedtuple("Forked", "pid pipes error guard")
+    Forked.__doc__ = """A child forked ahead by :func:`fork_ahead`, not yet
+    recorded by its Popen; *error* is set if it could not be put in the
+    guard's group."""
+
+
+class ChildPipes(_PipeFields):
     """The pipes a fork or spawn child starts with.
 
     ``child_r``/``parent_w``: the child reads its data (spawn) or watches
@@ -64,10 +98,7 @@ class ChildPipes(NamedTuple):
     end only the child holds, so ``sentinel_r`` reads EOF when it exits.
     """
 
-    child_r: int
-    parent_w: int
-    sentinel_r: int = -1
-    sentinel_w: int = -1
+    __slots__ = ()
 
     @classmethod
     def open(cls) -> ChildPipes:
@@ -89,16 +120,6 @@ class ChildPipes(NamedTuple):
         if self.sentinel_r < 0:
             return (self.parent_w,)
         return (self.sentinel_r, self.parent_w)
-
-
-class Forked(NamedTuple):
-    """A child forked ahead by :func:`fork_ahead`, not yet recorded by its
-    Popen; *error* is set if it could not be put in the guard's group."""
-
-    pid: int
-    pipes: ChildPipes
-    error: GuardSetupError | None
-    guard: Guard
 
 
 #: Where :func:`fork_ahead` leaves a child for its Process's ``start()``.
