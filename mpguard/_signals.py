@@ -230,7 +230,15 @@ def after_fork_in_parent() -> None:
 
 def after_fork_in_child() -> None:
     """at-fork hook: pre-mpguard dispositions, then unblock (child)."""
-    mask = _masks.pop(threading.get_ident(), None) if _masks else None
+    tid = threading.get_ident()
+    mask = _masks.pop(tid, None) if _masks else None
+    if tid in _guarded:
+        # A guarded fork's child keeps its parent's resource tracker
+        # (_compat.fork_keeps_tracker).  Said again here: a tracker module
+        # imported after this hook was registered has its at-fork handler
+        # run after this one, and the parent, which looks the module up
+        # before forking, may not have seen it yet.
+        _compat.fork_keeps_tracker(True)
     # Other threads' entries are of forks that are not this child's, and the
     # deferred signals were the parent's.
     _masks.clear()

@@ -267,17 +267,32 @@ def test_guarded_forkserver_is_refused_where_untested():
     )
 
 
-@pytest.mark.parametrize("mode", ["guarded-fork", "fork", "raw-fork"])
+@pytest.mark.parametrize(
+    "mode", ["guarded-fork", "guarded-fork-late-tracker", "fork", "raw-fork"]
+)
 def test_fork_child_reuses_the_parents_resource_tracker(mode):
     # A Process's fork child uses its parent's resource tracker (gh-80849).
     # From 3.14 (gh-146313) an at-fork handler closes the tracker pipe in
     # every fork child that multiprocessing did not mark as a Process's:
     # the guarded fork must mark its own.  Control: a raw os.fork() child
     # loses the pipe wherever the handler exists.
+    # late-tracker: the parent looks the tracker module up before its fork
+    # and does not import it; here it misses a tracker imported after the
+    # guard's at-fork hook (as by another thread right before the fork),
+    # and the child's hook must mark the fork itself.
     code = (
         "import os, multiprocessing as mp, mpguard\n"
-        "from multiprocessing import resource_tracker as rt\n"
         f"mode = {mode!r}\n"
+        "if mode == 'guarded-fork-late-tracker':\n"
+        "    mpguard.install_handlers()  # the guard's at-fork hook first\n"
+        "    import mpguard._compat as C\n"
+        "    real, parent = C.fork_keeps_tracker, os.getpid()\n"
+        "    def late(keep):\n"
+        "        if not (keep and os.getpid() == parent):\n"
+        "            real(keep)\n"
+        "    C.fork_keeps_tracker = late\n"
+        "    mode = 'guarded-fork'\n"
+        "from multiprocessing import resource_tracker as rt\n"
         "rt.ensure_running()\n"
         "fd = rt._resource_tracker._fd\n"
         "def child(q):\n"

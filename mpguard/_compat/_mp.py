@@ -120,7 +120,10 @@ def fork_keeps_tracker(keep: bool) -> None:
     # Only an imported resource_tracker has registered that handler, so it
     # is looked up, never imported: the import (with multiprocessing.spawn)
     # costs a fork pool's cold start 1.4 ms, and a program that never
-    # imported it has no tracker pipe to keep.
+    # imported it has no tracker pipe to keep.  A tracker another thread
+    # imports between this call and the fork is kept by mpguard's own
+    # at-fork hook in the child (_signals.after_fork_in_child), which then
+    # runs before the tracker's.
     tracker = sys.modules.get("multiprocessing.resource_tracker")
     intent = getattr(tracker, "_fork_intent", None)
     if intent is not None:

@@ -24,8 +24,6 @@ The guardian ignores the guarded signals: a group-wide SIGTERM from a
 graceful teardown must not take the leader down before the workers.
 """
 
-from __future__ import annotations
-
 # The C module under ``signal``: the ``signal`` module's enums (enum,
 # functools, collections) would be 3 of the 10 ms this interpreter takes to
 # start, CPU it takes from the owner's first workers on a small machine.

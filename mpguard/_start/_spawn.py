@@ -28,12 +28,17 @@ from __future__ import annotations
 import os
 import sys
 from multiprocessing import popen_spawn_posix, resource_tracker, spawn
-from typing import Any
 
 from .. import _compat
 from .._errors import UnsupportedPlatformError
 from .._group import Child, holding
 from ._fork import ChildPipes, is_pool_worker
+
+# typing.TYPE_CHECKING without importing typing: a spawn pool's parent
+# loads this module, and typing costs a cold start 2 ms.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Popen", "bootstrap_prog", "command_line"]
 
