@@ -90,10 +90,19 @@ class CeleryWorker:
         return f"{self.queue}@mpguard-test"
 
     def stats(self) -> dict[str, Any]:
-        """``inspect().stats()`` of this worker."""
-        inspect = self.proj.app.control.inspect(destination=[self.hostname], timeout=5)
+        """``inspect().stats()`` of this worker.
+
+        Asked again until a deadline: the worker logs "ready" before its
+        remote-control queue has subscribed to the broadcast channel (redis
+        pub/sub, which keeps nothing for a late subscriber), so a first
+        broadcast right after "ready" can go unheard on a loaded machine.
+        """
+        inspect = self.proj.app.control.inspect(destination=[self.hostname], timeout=1)
+        deadline = time.monotonic() + 10
         got = inspect.stats()
-        assert got, f"no stats reply; {self.log()}"
+        while not got and time.monotonic() < deadline:
+            got = inspect.stats()
+        assert got, f"no stats reply in 10 s; {self.log()}"
         return dict(got[self.hostname])
 
     def pool_pids(self) -> list[int]:
