@@ -62,6 +62,25 @@ def test_control_workers_forked_one_by_one_inherit_the_earlier_ones_pipes(tmp_pa
         assert sorted(len(p) for p in own.values()) == [0, 1, 2, 3], own
 
 
+def test_each_worker_holds_only_its_own_channel_even_after_respawns(tmp_path):
+    # A fork copies every descriptor: without closing them, each worker
+    # would keep the parent's end of every channel, and the parent's death
+    # would not read as EOF in any worker while another one lived.
+    with scenario("fork_ahead", tmp_path, "sockets") as sc:
+        r = sc.report()
+        assert len(r["ran_in"]) > len(r["workers"]), "workers were replaced"
+        held = r["held"]
+        assert all(len(socks) == 1 for socks in held.values()), held
+        assert len({s for socks in held.values() for s in socks}) == len(held), held
+
+
+def test_control_without_closing_each_worker_holds_every_channel(tmp_path):
+    with scenario("fork_ahead", tmp_path, "sockets-shared") as sc:
+        held = sc.report()["held"]
+        # Its own worker end, and both ends of the three other channels.
+        assert all(len(socks) >= 2 * 4 - 1 for socks in held.values()), held
+
+
 def test_a_failed_start_kills_and_reaps_the_children_forked_for_it(tmp_path):
     with scenario("fork_ahead", tmp_path, "start-fails") as sc:
         r = sc.report()

@@ -101,6 +101,11 @@ class Channel(_ChannelFields):
 
     def close(self) -> None:
         """Close both ends and unmap the slot."""
+        # Out of the registry before the descriptors are closed: a worker
+        # forked in between keeps one stale descriptor open (as the
+        # stdlib's workers keep its queues), but could never close a number
+        # the kernel has since handed to someone else's file.
+        _OPEN.pop(id(self), None)
         self.parent.close()
         self.child.close()
         if self.slot_fd is not None:
@@ -109,6 +114,38 @@ class Channel(_ChannelFields):
             self.slot.close()
         except BufferError:  # pragma: no cover - a slot view is alive
             pass
+
+    def isolate(self) -> None:
+        """In a fork worker: keep this channel's worker end and nothing else.
+
+        A fork copies every descriptor of the parent, so each worker would
+        hold the parent's end of its own channel and both ends of every
+        other channel of every pool (63 sockets in each worker of a
+        32-worker pool).  The parent's death would then not read as EOF in
+        any worker while another one lives.  Closed through the socket
+        objects, so that no copy of them in this process closes a recycled
+        number later.  The other channels' slots stay mapped (a page each,
+        gone with the process): unmapping them cost each worker more than
+        closing the sockets.
+        """
+        for key, channel in list(_OPEN.items()):
+            if channel is not self:
+                # Out of this process's registry, so that a pool this worker
+                # starts does not close them again in its own workers.
+                del _OPEN[key]
+                channel.parent.close()
+                channel.child.close()
+                if channel.slot_fd is not None:
+                    try:
+                        os.close(channel.slot_fd)
+                    except OSError:  # pragma: no cover - closed already
+                        pass
+        self.parent.close()
+
+
+#: Every channel of this process that is not closed yet, by id: what a
+#: fork worker inherited and closes (``Channel.isolate``).
+_OPEN: dict[int, Channel] = {}
 
 
 def _describe(t: Task) -> str:
@@ -221,7 +258,9 @@ class Dispatcher:
         # MAP_SHARED: the worker writes, we read.  A fork worker inherits an
         # anonymous mapping; others map the slot's file themselves.
         slot, slot_fd = _platform.shared_page(by_fd=not self._inherits)
-        return Channel(parent, child, slot, slot_fd)
+        channel = Channel(parent, child, slot, slot_fd)
+        _OPEN[id(channel)] = channel
+        return channel
 
     def prepare(self, channel: Channel, budget: int | None) -> _Worker:
         """Register a worker about to start and queue its first tasks.

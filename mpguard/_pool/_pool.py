@@ -317,11 +317,11 @@ class _WorkerFactory:
 
         _, _, initializer, initargs, maxtasks, wrap_exception = args
         channel = self._dispatcher.channel()
-        if channel.slot_fd is None:  # fork: the worker inherits both
-            parent_end: Any = channel.parent
+        if channel.slot_fd is None:  # fork: the worker inherits everything
+            inherited: Any = channel
             slot: Any = channel.slot
         else:  # spawn/forkserver: only what is pickled reaches the worker
-            parent_end, slot = None, _worker.SlotRef(channel.slot_fd)
+            inherited, slot = None, _worker.SlotRef(channel.slot_fd)
         return self._cls(
             self._dispatcher,
             channel,
@@ -329,7 +329,7 @@ class _WorkerFactory:
             target=_worker.worker_main,
             args=(
                 channel.child,
-                parent_end,
+                inherited,
                 slot,
                 initializer,
                 initargs,

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from typing import Any
 
+    from ._dispatch import Channel
+
 __all__ = ["SlotRef", "worker_main"]
 
 
@@ -123,7 +125,7 @@ class _Outbox:
 
 def worker_main(
     sock: socket.socket,
-    parent_end: socket.socket | None,
+    inherited: Channel | None,
     slot: mmap.mmap,
     initializer: Callable[..., object] | None,
     initargs: Iterable[Any],
@@ -132,12 +134,13 @@ def worker_main(
 ) -> None:
     """Target of every GuardedPool worker process.
 
-    *parent_end* is the parent's end of the channel, inherited by a fork
-    worker (which closes it, so that the parent's death reads as EOF), and
-    None for the others.
+    *inherited* is a fork worker's channel, as its parent holds it: the
+    worker closes the parent's end of it and every other channel the fork
+    copied, so that the parent's death reads as EOF.  None for the others,
+    which inherit no descriptor they were not given.
     """
-    if parent_end is not None:
-        parent_end.close()
+    if inherited is not None:
+        inherited.isolate()
     # SIGINT is already ignored here (Ctrl-C is the parent's business): set
     # between fork and target for fork workers (_start._child.prepare), and
     # when the process object is unpickled for spawn/forkserver ones

@@ -17,6 +17,12 @@ fork-fails      os.fork() fails from the third call on; report the pids
                 that were forked, and which children's pipes are still open
 pipe-fails      the same when opening a child's pipes fails from the third
                 child on (EMFILE)
+sockets         GuardedPool(4, maxtasksperchild=2) after a map that
+                replaced workers; report the parent's sockets each worker
+                holds (a fork worker keeps only its own channel's end)
+sockets-shared  the same without the worker closing what it inherited
+                (the control: each worker holds both ends of every other
+                channel, and the parent's end of its own)
 interrupt       SIGINT (Ctrl-C) reaches the parent right after its second
                 worker fork; report the forked pids and the pool's workers
 interrupt-stdlib  the same with the stdlib fork Pool (the control: the pid
@@ -39,8 +45,8 @@ from _common import hold, report
 N = 4
 
 
-def pipes_of(pid: int) -> set[str]:
-    """The pipe inodes *pid* holds open."""
+def pipes_of(pid: int, kind: str = "pipe") -> set[str]:
+    """The pipe (or *kind*) inodes *pid* holds open."""
     out = set()
     base = f"/proc/{pid}/fd"
     for fd in os.listdir(base):
@@ -48,7 +54,7 @@ def pipes_of(pid: int) -> set[str]:
             target = os.readlink(f"{base}/{fd}")
         except OSError:
             continue
-        if target.startswith("pipe:"):
+        if target.startswith(kind + ":"):
             out.add(target)
     return out
 
@@ -101,6 +107,10 @@ def record_forked() -> list[int]:
     return forked
 
 
+def pid_of(_: int) -> int:
+    return os.getpid()
+
+
 def main() -> None:
     path, mode = sys.argv[1], sys.argv[2]
     if mode in ("interrupt", "interrupt-stdlib"):
@@ -128,6 +138,38 @@ def main() -> None:
             sigblk=[status_mask(pid, "SigBlk") for pid in workers],
             held=held,
         )
+        hold()
+
+    if mode in ("sockets", "sockets-shared"):
+        if mode == "sockets-shared":
+            from mpguard._pool._dispatch import Channel
+
+            Channel.isolate = lambda self: self.parent.close()  # type: ignore[method-assign]
+        before = pipes_of(os.getpid(), "socket")
+        pool = mpguard.GuardedPool(N, maxtasksperchild=2)
+        pids = set(pool.map(pid_of, range(4 * N), chunksize=1))
+        # The workers that ran their second task exit and are replaced
+        # meanwhile: read until one look sees the same live workers.
+        deadline = time.monotonic() + 10
+        while True:
+            workers = [w.pid for w in pool._pool]
+            try:
+                mine = pipes_of(os.getpid(), "socket") - before
+                held = {
+                    str(pid): sorted(pipes_of(pid, "socket") & mine) for pid in workers
+                }
+            except OSError:  # one exited while we read
+                held = {}
+            if (
+                held
+                and workers == [w.pid for w in pool._pool]
+                and all(w.is_alive() for w in pool._pool)
+            ):
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit("the pool's workers never settled")
+            time.sleep(0.01)
+        report(path, workers=workers, ran_in=sorted(pids), held=held)
         hold()
 
     if mode in ("start-fails", "no-discard"):
