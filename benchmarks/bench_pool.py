@@ -541,6 +541,67 @@ def s_faults(kind: str, method: str, n: int) -> str:
     return json.dumps({"parent": parent / n, "child": child})
 
 
+def s_kill_floor(kind: str, method: str, n: int, lives: int) -> float:
+    """The terminate case without the pool's own terminate(): its *n* busy
+    workers killed and reaped the way the stdlib's ``terminate()`` does it
+    (``os.kill`` SIGTERM to each, then each one's ``Popen.wait``), the
+    pool's threads stopped first so that nothing replaces them.  The same system calls on
+    both pools: what is left is the kernel tearing their workers down.
+    The median of *lives* pools, in seconds."""
+    from multiprocessing.pool import TERMINATE
+
+    _warm(kind, method)
+    times = []
+    for _ in range(lives):
+        counter = mp.get_context(method).Value("i", 0)
+        pool = make(kind, method, n, initializer=set_counter, initargs=(counter,))
+        pool.map_async(sleeper, range(n), chunksize=1)
+        deadline = time.monotonic() + 60
+        while counter.value < n:
+            if time.monotonic() > deadline:
+                raise RuntimeError("workers did not all start their task")
+            time.sleep(0.005)
+        handler = pool._worker_handler  # type: ignore[attr-defined]
+        handler._state = TERMINATE
+        pool._change_notifier.put(None)  # type: ignore[attr-defined]
+        handler.join()
+        workers = list(pool._pool)  # type: ignore[attr-defined]
+        time.sleep(0.02)
+        t0 = time.perf_counter()
+        for w in workers:
+            os.kill(w.pid, signal.SIGTERM)
+        for w in workers:
+            w._popen.wait()
+        times.append(time.perf_counter() - t0)
+        pool.terminate()
+        pool.join()
+    return statistics.median(times)
+
+
+def kill_floor_report(n: int, rounds: int) -> None:
+    """:func:`s_kill_floor` for both pools, in fresh processes, alternating."""
+    pairs = []
+    for r in range(rounds):
+        order = ("stdlib", "guarded") if r % 2 == 0 else ("guarded", "stdlib")
+        got = {
+            k: float(_in_fresh_process("s_kill_floor", k, "fork", n, 5)) for k in order
+        }
+        pairs.append((got["stdlib"], got["guarded"]))
+    std = statistics.median(p[0] for p in pairs) * 1e3
+    grd = statistics.median(p[1] for p in pairs) * 1e3
+    ratios = [s / g for s, g in pairs]
+    print(
+        f"\n### killing a pool's {n} busy fork workers with the stdlib's own "
+        f"calls (median of {rounds} rounds of 5)\n"
+    )
+    print("| stdlib Pool's workers | GuardedPool's workers | speed ratio |")
+    print("|---|---|---|")
+    print(
+        f"| {std:.1f} ms | {grd:.1f} ms | {statistics.median(ratios):.2f} "
+        f"[{min(ratios):.2f}..{max(ratios):.2f}] |"
+    )
+
+
 def physical_report(n: int) -> None:
     """The kernel's floor, and the page faults per fork worker start."""
     ref = json.loads(_in_fresh_process("s_physical", "", "fork", timeout=300))
@@ -610,6 +671,7 @@ def main() -> int:
         memory_report()
     if a.physical:
         physical_report(32)
+        kill_floor_report(32, rounds)
     print(f"\n({time.monotonic() - t0:.0f} s)")
     if a.tripwire is not None and worst and min(worst)[0] < a.tripwire:
         ratio, method = min(worst)

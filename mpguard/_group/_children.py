@@ -25,7 +25,6 @@ import signal
 import threading
 import time
 from multiprocessing import util
-from multiprocessing.connection import wait as mp_wait
 
 from .. import _compat, _platform
 from .._errors import GuardSetupError
@@ -210,7 +209,7 @@ class Child:
                     return None
                 if tick is not None:
                     left = min(left, tick)
-            mp_wait([self.sentinel], left)
+            _platform.wait_readable(self.sentinel, left)
 
     def send_signal(self, sig: int) -> None:
         """Send *sig* to the child unless it has been reaped."""

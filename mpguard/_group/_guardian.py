@@ -17,7 +17,6 @@ import os
 import signal
 import subprocess
 import sys
-from multiprocessing.connection import wait as mp_wait
 
 from .. import _compat, _platform
 from .._config import log
@@ -133,7 +132,7 @@ class Guardian:
             self._proc.kill()
         if self.pidfd is not None:
             # Exact wake-up; Popen.wait(timeout) polls with growing sleeps.
-            mp_wait([self.pidfd], 1.0)
+            _platform.wait_readable(self.pidfd, 1.0)
         try:
             self._proc.wait(1.0)
         except subprocess.TimeoutExpired:  # pragma: no cover - D state

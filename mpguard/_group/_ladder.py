@@ -17,7 +17,6 @@ stuck in C code.
 
 from __future__ import annotations
 
-import select
 import signal
 import time
 import warnings
@@ -74,11 +73,6 @@ class Target:
 
 def _wait_gone(target: Target, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    # One poll object for the whole wait, one fd at a time in it: the
-    # C calls, not multiprocessing.connection.wait, which builds a selector
-    # in Python for each call (1-2 ms over 32 workers).  poll, not select:
-    # a pidfd may be numbered above FD_SETSIZE.
-    poller = select.poll()
     while True:
         # Wait for our own children one at a time, as the stdlib's joins do:
         # each pidfd (or sentinel) wakes us exactly when that child exits,
@@ -86,7 +80,7 @@ def _wait_gone(target: Target, timeout: float) -> bool:
         # is busy tearing the others down.
         for fd in target.waitables():
             left = deadline - time.monotonic()
-            if left <= 0 or not _readable(poller, fd, left):
+            if left <= 0 or not _platform.wait_readable(fd, left):
                 break
         if not target.remaining():
             return True
@@ -94,16 +88,6 @@ def _wait_gone(target: Target, timeout: float) -> bool:
         if left <= 0:
             return False
         time.sleep(min(left, _TICK))  # descendants: not our children
-
-
-def _readable(poller: select.poll, fd: int, timeout: float) -> bool:
-    """Wait up to *timeout* seconds for *fd* to become readable (or hung
-    up: a sentinel pipe's writer gone)."""
-    poller.register(fd, select.POLLIN)
-    try:
-        return bool(poller.poll(max(1, int(timeout * 1000 + 0.999))))
-    finally:
-        poller.unregister(fd)
 
 
 def escalate(target: Target, grace: float, *, term: bool = True) -> bool:

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import errno
 import functools
+import math
 import mmap
 import os
+import select
 import signal
 import socket
 import sys
@@ -270,6 +272,21 @@ def check_supported() -> None:
     if not CAPS.fork:
         msg = f"mpguard needs fork() and process groups (got {sys.platform})"
         raise UnsupportedPlatformError(msg)
+
+
+def wait_readable(fd: int, timeout: float | None = None) -> bool:
+    """Wait until *fd* is readable or hung up (a pidfd: its process
+    exited), at most *timeout* seconds (None: no limit).  True if it is.
+
+    One ``poll(2)`` call: ``multiprocessing.connection.wait`` builds a
+    selector in Python on each call, which cost a pool's ``terminate()``
+    1-2 ms over 32 workers.  ``poll``, not ``select``: a descriptor may be
+    numbered above ``FD_SETSIZE``.
+    """
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    ms = None if timeout is None else max(0, math.ceil(timeout * 1000))
+    return bool(poller.poll(ms))
 
 
 def pidfd_open(pid: int) -> int:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 import signal
 from multiprocessing import forkserver, popen_forkserver, util
-from multiprocessing.connection import wait as mp_wait
 
 from .. import _compat, _platform
 from .._errors import GuardSetupError
@@ -126,7 +125,7 @@ class GuardedForkServer(forkserver.ForkServer):
         pidfd, self._pidfd = self._pidfd, None
         if pidfd is not None:
             self._guard.release_fd(pidfd)
-            if not mp_wait([pidfd], timeout):
+            if not _platform.wait_readable(pidfd, timeout):
                 _signal_pidfd(pidfd, signal.SIGKILL)
             os.close(pidfd)
         try:
@@ -175,7 +174,7 @@ class Popen(Child, popen_forkserver.Popen):
                 # unless the child had already exited (and its pid may be
                 # recycled): then its status is readable and the pidfd is
                 # not needed.
-                if pidfd is not None and mp_wait([self._status], 0):
+                if pidfd is not None and _platform.wait_readable(self._status, 0):
                     os.close(pidfd)
                     pidfd = None
                 if pidfd is not None:
@@ -190,17 +189,17 @@ class Popen(Child, popen_forkserver.Popen):
         if self.returncode is None and flag != os.WNOHANG:
             # Block outside the lock, so a signal from another thread is
             # not held up by a join().
-            mp_wait([self.sentinel])
+            _platform.wait_readable(self.sentinel)
         if self.returncode is None:
             with self._reap_lock:
                 if self.returncode is None:
-                    if not mp_wait([self.sentinel], 0):
+                    if not _platform.wait_readable(self.sentinel, 0):
                         return None
                     # Exited.  The forkserver reports the status right
                     # after it reaps the child; EOF (or nothing within 1 s)
                     # means the forkserver is gone: 255, as the stdlib.
                     rc = 255
-                    if mp_wait([self._status], 1.0):
+                    if _platform.wait_readable(self._status, 1.0):
                         try:
                             rc = _compat.read_signed(self._status)
                         except (OSError, EOFError):
@@ -212,5 +211,5 @@ class Popen(Child, popen_forkserver.Popen):
     def _signal_by_pid(self, sig: int) -> None:
         # No pidfd: as the stdlib, by pid, but only while the forkserver
         # has not reported the child's exit.
-        if not mp_wait([self.sentinel], 0):
+        if not _platform.wait_readable(self.sentinel, 0):
             os.kill(self.pid, sig)
