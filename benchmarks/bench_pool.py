@@ -147,10 +147,8 @@ def s_startup(kind: str, method: str, n: int, lives: int) -> float:
     return statistics.median(times)
 
 
-def s_terminate(kind: str, method: str, n: int) -> float:
-    import psutil
-
-    _warm(kind, method)
+def _busy_pool(kind: str, method: str, n: int):
+    """A pool of *n* workers, each inside a long task (:func:`sleeper`)."""
     counter = mp.get_context(method).Value("i", 0)
     pool = make(kind, method, n, initializer=set_counter, initargs=(counter,))
     pool.map_async(sleeper, range(n), chunksize=1)
@@ -159,6 +157,14 @@ def s_terminate(kind: str, method: str, n: int) -> float:
         if time.monotonic() > deadline:
             raise RuntimeError("workers did not all start their task")
         time.sleep(0.005)
+    return pool
+
+
+def s_terminate(kind: str, method: str, n: int) -> float:
+    import psutil
+
+    _warm(kind, method)
+    pool = _busy_pool(kind, method, n)
     procs = [psutil.Process(w.pid) for w in pool._pool]
     t0 = time.perf_counter()
     pool.terminate()
@@ -545,22 +551,15 @@ def s_kill_floor(kind: str, method: str, n: int, lives: int) -> float:
     """The terminate case without the pool's own terminate(): its *n* busy
     workers killed and reaped the way the stdlib's ``terminate()`` does it
     (``os.kill`` SIGTERM to each, then each one's ``Popen.wait``), the
-    pool's threads stopped first so that nothing replaces them.  The same system calls on
-    both pools: what is left is the kernel tearing their workers down.
-    The median of *lives* pools, in seconds."""
+    pool's threads stopped first so that nothing replaces them.  The same
+    system calls on both pools: what is left is the kernel tearing their
+    workers down.  The median of *lives* pools, in seconds."""
     from multiprocessing.pool import TERMINATE
 
     _warm(kind, method)
     times = []
     for _ in range(lives):
-        counter = mp.get_context(method).Value("i", 0)
-        pool = make(kind, method, n, initializer=set_counter, initargs=(counter,))
-        pool.map_async(sleeper, range(n), chunksize=1)
-        deadline = time.monotonic() + 60
-        while counter.value < n:
-            if time.monotonic() > deadline:
-                raise RuntimeError("workers did not all start their task")
-            time.sleep(0.005)
+        pool = _busy_pool(kind, method, n)
         handler = pool._worker_handler  # type: ignore[attr-defined]
         handler._state = TERMINATE
         pool._change_notifier.put(None)  # type: ignore[attr-defined]
