@@ -89,6 +89,8 @@ def test_a_failed_start_kills_and_reaps_the_children_forked_for_it(tmp_path):
         # Gone, not zombies: the scenario is alive and would hold them.
         left = _wait_reaped(r["forked"])
         assert not left, describe(left)
+        # Nor are the channels of the workers that never started kept open.
+        assert r["sockets_left"] == []
 
 
 def test_control_without_the_clean_up_the_unstarted_children_are_left(tmp_path):
@@ -97,7 +99,8 @@ def test_control_without_the_clean_up_the_unstarted_children_are_left(tmp_path):
         assert r["error"] == "injected: the second start() fails"
         # The first worker was started and is terminated with the failed
         # pool; the three forked for the failed start() and after it stay
-        # (running, or zombies nobody reaps).
+        # (running, or zombies nobody reaps) while anything holds their
+        # Process objects (the scenario does, as a traceback can).
         left = wait_gone(r["forked"], 1.0)
         assert set(left) == set(r["forked"][1:]), describe(r["forked"])
 

@@ -77,6 +77,18 @@ def test_churn_leaves_no_zombies(tmp_path, start_method):
         assert r["zombies_after_100ms"] == []
 
 
+def test_a_churning_pool_survives_sigchld_ignored(tmp_path):
+    # SIG_IGN reaps every worker behind the pool's back: each retired
+    # worker's status is lost (exit code 255, multiprocessing's "unknown"),
+    # the pool replaces it, and no waiter spins on its pidfd.
+    with scenario("churn", tmp_path, "guarded_sig_ign") as sc:
+        r = sc.report()
+        assert not r["hung"]
+        assert len(r["workers"]) > 10
+        assert r["zombies_after_100ms"] == []
+        assert r["cpu"] < 0.5 * r["wall"], r
+
+
 def test_control_sigchld_ignored_hangs_a_churning_pool(tmp_path):
     # The SIG_IGN fix for zombies makes every retired worker's exitcode None
     # forever (Popen.poll() swallows ECHILD: Lib/multiprocessing/

@@ -97,6 +97,11 @@ def release(guard: Guard, sentinel: int, fds: tuple[int, ...]) -> None:
     _compat.close_fds(*fds)
 
 
+#: The exit code of a child that someone else reaped (``SIGCHLD`` set to
+#: ``SIG_IGN``, a ``waitpid(-1)`` loop): its real status is lost.
+STATUS_LOST = 255
+
+
 class Child:
     """A child of this process that the guard reaps: the shared Popen part.
 
@@ -155,6 +160,12 @@ class Child:
         if _platform.CAPS.pidfd:
             try:
                 self._pidfd = _platform.pidfd_open(pid)
+            except ProcessLookupError:
+                # Not even a zombie: it exited and someone else reaped it
+                # already (SIGCHLD set to SIG_IGN reaps at exit, and a pool
+                # worker can finish its one task that fast).
+                self._gone_before_tracked(fds)
+                return
             except OSError as e:
                 self.returncode = -signal.SIGKILL
                 msg = "could not open a pidfd for the child"
@@ -169,6 +180,16 @@ class Child:
         self.finalizer = util.Finalize(self, release, (guard, self.sentinel, fds))
         guard.register(self, reap=reap)
 
+    def _gone_before_tracked(self, fds: tuple[int, ...]) -> None:
+        """The child is gone and its status lost before it was tracked:
+        nothing to register with the guard; the sentinel is a pipe at EOF,
+        readable at once, as a dead child's sentinel is."""
+        r, w = os.pipe()
+        os.close(w)
+        self.sentinel = r
+        self.returncode = STATUS_LOST
+        self.finalizer = util.Finalize(self, _compat.close_fds, (*fds, r))
+
     def poll(self, flag: int = os.WNOHANG) -> int | None:
         """Return the exit code, reaping the child if it has exited."""
         if self.returncode is None and flag == 0:
@@ -180,7 +201,15 @@ class Child:
                         pid, sts = os.waitpid(self.pid, os.WNOHANG)
                     except ChildProcessError:
                         # Reaped behind our back (a foreign waitpid(-1) or
-                        # SIGCHLD=SIG_IGN): the status is lost.
+                        # SIGCHLD=SIG_IGN): it has exited, and its status
+                        # is lost.  The stdlib's Popen then reports None
+                        # forever, which hangs a pool that waits to replace
+                        # the worker, and here its pidfd, readable for
+                        # good, would spin every waiter.  255 is
+                        # multiprocessing's "status unknown" (the
+                        # forkserver's, when it cannot report one).
+                        self.returncode = STATUS_LOST
+                        self._reaped()
                         return self.returncode
                     if pid == self.pid:
                         self.returncode = os.waitstatus_to_exitcode(sts)

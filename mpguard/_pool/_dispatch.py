@@ -240,6 +240,10 @@ class Dispatcher:
         self._sel.register(self._waker.fileno(), selectors.EVENT_READ, _WAKE)
         self._registered: set[int] = set()
         self._free: list[Channel] = []
+        # Every channel handed out and not released yet, by id: close()
+        # lets go of the ones whose worker never started (a later worker's
+        # creation or start() raised), which _OPEN would otherwise keep.
+        self._made: set[int] = set()
 
     # --- workers (any thread) ---------------------------------------------
 
@@ -259,7 +263,15 @@ class Dispatcher:
         # anonymous mapping; others map the slot's file themselves.
         slot, slot_fd = _platform.shared_page(by_fd=not self._inherits)
         channel = Channel(parent, child, slot, slot_fd)
-        _OPEN[id(channel)] = channel
+        with self._lock:
+            # A fork by another thread right before this inherits the pair
+            # without finding it in _OPEN, and keeps it open (as the
+            # stdlib's workers keep every queue of the parent): rare, and
+            # never a descriptor closed in error.  After close() the
+            # channel is left to the garbage collector.
+            if not self._closed:
+                _OPEN[id(channel)] = channel
+                self._made.add(id(channel))
         return channel
 
     def prepare(self, channel: Channel, budget: int | None) -> _Worker:
@@ -287,7 +299,7 @@ class Dispatcher:
         with self._lock:
             w.proc = proc
             if w.dead:  # the pool closed meanwhile
-                w.channel.close()
+                self._release(w.channel)
 
     def abort(self, w: _Worker) -> None:
         """*w* failed to start: take its tasks back for the others."""
@@ -297,7 +309,7 @@ class Dispatcher:
                 self._forget(w)
                 self._wake_put()
             else:
-                w.channel.close()
+                self._release(w.channel)
 
     def set_timeout(self, job: Any, timeout: float) -> None:
         """Give job *job* (one ``apply_async``) its own timeout."""
@@ -542,6 +554,7 @@ class Dispatcher:
         self._release(w.channel)
 
     def _release(self, channel: Channel) -> None:
+        self._made.discard(id(channel))
         fd = channel.parent.fileno()
         if fd in self._registered:
             self._registered.discard(fd)
@@ -587,6 +600,13 @@ class Dispatcher:
             for channel in self._free:
                 self._release(channel)
             self._free.clear()
+            # Out of the registry only: a worker still starting (a respawn
+            # that outlived terminate()'s bounded join) keeps working
+            # sockets, and the garbage collector closes them with its
+            # Process, as it closes the unstarted ones.
+            for key in self._made:
+                _OPEN.pop(key, None)
+            self._made.clear()
             self._sched.backlog.clear()
             self._sel.close()
             self._waker.close()

@@ -7,7 +7,9 @@ recipe against zombies, ``signal(SIGCHLD, SIG_IGN)``.  Children then never
 become zombies and ``waitpid()`` fails with ECHILD (waitpid(2), NOTES);
 multiprocessing's ``Popen.poll()`` swallows that error and returns None
 (Lib/multiprocessing/popen_fork.py), so a retired worker's exit code can
-never be read and the pool stops replacing workers.
+never be read and the pool stops replacing workers.  MODE guarded_sig_ign:
+GuardedPool under the same recipe; also reports the CPU the parent used
+(a waiter spinning on a dead worker's pidfd would burn it).
 """
 
 from __future__ import annotations
@@ -27,14 +29,20 @@ def task(i: int) -> int:
 
 def main() -> None:
     path, mode = sys.argv[1], sys.argv[2]
-    if mode == "sig_ign":
+    if mode in ("sig_ign", "guarded_sig_ign"):
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-    pool = get_pool("guarded" if mode == "guarded" else "stdlib", 2, maxtasksperchild=1)
+    kind = "guarded" if mode.startswith("guarded") else "stdlib"
+    pool = get_pool(kind, 2, maxtasksperchild=1)
+    cpu0, wall0 = time.process_time(), time.monotonic()
     try:
         pids = pool.map_async(task, range(40), chunksize=1).get(10)
         hung = False
     except multiprocessing.TimeoutError:
         pids, hung = [], True
+    # Idle for a moment: nothing should be running in the parent.
+    time.sleep(0.5)
+    cpu = time.process_time() - cpu0
+    wall = time.monotonic() - wall0
     # Zombies right after the map, then after 100 ms.
     z0 = zombie_children()
     time.sleep(0.1)
@@ -44,6 +52,8 @@ def main() -> None:
         pid=os.getpid(),
         workers=sorted(set(pids)),
         hung=hung,
+        cpu=cpu,
+        wall=wall,
         zombies_at_once=z0,
         zombies_after_100ms=z1,
     )

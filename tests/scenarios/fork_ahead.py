@@ -35,6 +35,7 @@ The test reads the report, checks with psutil, and kills the session.
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import signal
 import sys
@@ -89,8 +90,12 @@ def record_child_pipes(fail_from: int = 0) -> set[str]:
     return opened
 
 
-def record_forked() -> list[int]:
-    """Wrap the fork-ahead step; return the list it fills with the pids."""
+_KEPT: list[object] = []
+
+
+def record_forked(keep: bool = False) -> list[int]:
+    """Wrap the fork-ahead step; return the list it fills with the pids.
+    With *keep*, hold on to the Process objects too."""
     from mpguard._start import _fork
 
     forked: list[int] = []
@@ -98,6 +103,10 @@ def record_forked() -> list[int]:
 
     def spy(processes):  # type: ignore[no-untyped-def]
         real(processes)
+        if keep:
+            # As a traceback of the failed pool can: a worker whose Process
+            # is collected sees its channel close and exits.
+            _KEPT.extend(processes)
         for p in processes:
             f = getattr(p, _fork.FORKED_ATTR, None)
             if f is not None:
@@ -109,6 +118,11 @@ def record_forked() -> list[int]:
 
 def pid_of(_: int) -> int:
     return os.getpid()
+
+
+def mark(folder: str) -> None:
+    with open(os.path.join(folder, str(os.getpid())), "w"):
+        pass
 
 
 def main() -> None:
@@ -146,13 +160,21 @@ def main() -> None:
 
             Channel.isolate = lambda self: self.parent.close()  # type: ignore[method-assign]
         before = pipes_of(os.getpid(), "socket")
-        pool = mpguard.GuardedPool(N, maxtasksperchild=2)
+        # Each worker marks itself from its initializer, which runs after
+        # its descriptors are sorted out: a respawned worker is read only
+        # once it got that far.
+        marks = os.path.join(os.path.dirname(path), "marks")
+        os.mkdir(marks)
+        pool = mpguard.GuardedPool(
+            N, maxtasksperchild=2, initializer=mark, initargs=(marks,)
+        )
         pids = set(pool.map(pid_of, range(4 * N), chunksize=1))
         # The workers that ran their second task exit and are replaced
-        # meanwhile: read until one look sees the same live workers.
+        # meanwhile: read until one look sees the same live, marked workers.
         deadline = time.monotonic() + 10
         while True:
             workers = [w.pid for w in pool._pool]
+            ready = set(os.listdir(marks))
             try:
                 mine = pipes_of(os.getpid(), "socket") - before
                 held = {
@@ -162,6 +184,7 @@ def main() -> None:
                 held = {}
             if (
                 held
+                and all(str(pid) in ready for pid in workers)
                 and workers == [w.pid for w in pool._pool]
                 and all(w.is_alive() for w in pool._pool)
             ):
@@ -173,7 +196,7 @@ def main() -> None:
         hold()
 
     if mode in ("start-fails", "no-discard"):
-        forked = record_forked()
+        forked = record_forked(keep=mode == "no-discard")
         if mode == "no-discard":
             _pool.discard_forked = lambda processes: None  # type: ignore[assignment]
         from mpguard._pool import _process
@@ -188,13 +211,18 @@ def main() -> None:
             real_start(self)
 
         _process.PoolWorkerBase.start = start  # type: ignore[method-assign]
+        sockets = pipes_of(os.getpid(), "socket")
         try:
             mpguard.GuardedPool(N)
         except RuntimeError as e:
             error = str(e)
         else:
             error = ""
-        report(path, forked=forked, error=error)
+        del calls[:]
+        gc.collect()
+        # The channels of the workers that never started: closed with them.
+        left = sorted(pipes_of(os.getpid(), "socket") - sockets)
+        report(path, forked=forked, error=error, sockets_left=left)
         hold()
 
     if mode in ("fork-fails", "pipe-fails"):
@@ -221,7 +249,6 @@ def main() -> None:
         else:
             error = ""
         os.fork = real_fork
-        import gc
         import multiprocessing
 
         # The reaped workers' Popens (held by multiprocessing's table of
