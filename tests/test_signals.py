@@ -311,3 +311,29 @@ def test_control_sigint_that_misses_the_children_leaves_the_parent_waiting(
         _send_sigint(sc, to)
         assert sc.wait(1.5) is None
         assert survivors(r["workers"]) == r["workers"]
+
+
+def _blocks(mask: int, sig: int) -> bool:
+    return bool(mask & (1 << (sig - 1)))
+
+
+def test_a_process_signal_waits_for_the_main_thread(tmp_path):
+    # mpguard's threads block every signal: a SIGTERM the main thread blocks
+    # for a moment stays pending for it instead of going to the reaper, and
+    # once unblocked it runs the guard's teardown in the main thread.
+    with scenario("helper_threads", tmp_path, "guarded") as sc:
+        r = sc.report()
+        assert r["threads"], "the reaper thread runs"
+        for name, mask in r["threads"].items():
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                assert _blocks(mask, sig), (name, sig)
+        assert r["pending"]
+        assert sc.wait(SHORT) == -signal.SIGTERM, sc.output()
+        assert not wait_gone([r["child"]], SHORT)
+
+
+def test_control_a_plain_helper_thread_takes_process_signals(tmp_path):
+    with scenario("helper_threads", tmp_path, "unblocked") as sc:
+        r = sc.report()
+        assert r["threads"]
+        assert not any(_blocks(m, signal.SIGTERM) for m in r["threads"].values())

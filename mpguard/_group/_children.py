@@ -369,7 +369,9 @@ class ChildTable:
         self._waker = _platform.WakePipe()
         sel.register(self._waker.fileno(), selectors.EVENT_READ, None)
         self._sel = sel
-        threading.Thread(target=self._run, name="mpguard-reaper", daemon=True).start()
+        _platform.start_thread_without_signals(
+            threading.Thread(target=self._run, name="mpguard-reaper", daemon=True)
+        )
         return sel
 
     def watch(self, fd: int, callback: Callable[[], object]) -> None:

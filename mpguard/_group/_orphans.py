@@ -164,7 +164,7 @@ class Adopter:
         self._thread = threading.Thread(
             target=self._run, args=(interval,), name="mpguard-adopter", daemon=True
         )
-        self._thread.start()
+        _platform.start_thread_without_signals(self._thread)
 
     def _guarded_pids(self) -> set[int]:
         # The guardian and the guard's forkserver are children of ours in

@@ -274,6 +274,24 @@ def check_supported() -> None:
         raise UnsupportedPlatformError(msg)
 
 
+def start_thread_without_signals(thread: threading.Thread) -> None:
+    """Start *thread* with every signal blocked in it.
+
+    For mpguard's own helper threads.  A signal sent to the process goes to
+    any one thread that does not block it (signal(7)), and CPython runs its
+    handler only in the main thread: delivered to a helper thread, a
+    SIGTERM only sets a flag, and a main thread blocked in a system call
+    (``join()`` polling a pidfd) never wakes to run the handler, so the
+    guard's teardown never happens.  A new thread inherits its creator's
+    mask, so the mask is set before it exists, with no window.
+    """
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def wait_readable(fd: int, timeout: float | None = None) -> bool:
     """Wait until *fd* is readable or hung up (a pidfd: its process
     exited), at most *timeout* seconds (None: no limit).  True if it is.
