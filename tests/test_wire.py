@@ -1,9 +1,11 @@
-"""The slot word that tells the parent when a timed task started."""
+"""The wire format of a pool worker's channel, and the slot word that tells
+the parent when a timed task started."""
 
 from __future__ import annotations
 
 import time
 
+from mpguard import _platform
 from mpguard._pool import _wire
 
 
@@ -30,3 +32,52 @@ def test_stamp_newer_than_the_readers_clock_is_just_started():
 def test_elapsed_survives_the_32_bit_wrap():
     word = (1 << 32) | 0xFFFFFFF0  # stamped 16 ms before the wrap
     assert _wire.elapsed_ms(word, (1 << 32) + 4) == 20
+
+
+def test_a_batch_read_gets_inline_and_file_payloads_in_order():
+    # The parent reads every queued result in one call; a payload too big
+    # for one message arrives as a file descriptor, and both kinds come
+    # back as bytes in the order sent.
+    parent, child = _platform.channel_pair()
+    buf = bytearray(_wire.BUFSIZE)
+    big = bytes(range(256)) * (_platform.INLINE_MAX // 256 + 1)
+    try:
+        _wire.send(child, 1, 0, b"small", block=True)
+        _wire.send(child, 2, 0, big, block=True)
+        message = _wire.encode(3, _wire.TIMED, b"encoded")
+        assert message is not None
+        _wire.send_encoded(child, message)
+        assert _wire.encode(4, 0, big) is None  # travels in a file instead
+        got = _wire.recv_ready(parent, buf, 10)
+        assert [(seq, bytes(data)) for seq, data in got] == [
+            (1, b"small"),
+            (2, big),
+            (3, b"encoded"),
+        ]
+        assert _wire.recv_ready(parent, buf, 10) == []  # empty: no error
+        for seq in (5, 6, 7):
+            _wire.send(child, seq, 0, b"x", block=True)
+        assert [seq for seq, _ in _wire.recv_ready(parent, buf, 2)] == [5, 6]
+        assert [seq for seq, _ in _wire.recv_ready(parent, buf, 2)] == [7]
+    finally:
+        parent.close()
+        child.close()
+
+
+def test_an_encoded_task_reads_as_the_same_message():
+    parent, child = _platform.channel_pair()
+    buf = bytearray(_wire.BUFSIZE)
+    try:
+        message = _wire.encode(9, _wire.TIMED, b"payload")
+        assert message is not None
+        _wire.send_encoded(parent, message)
+        msg = _wire.recv(child, buf, block=True)
+        assert msg is not None
+        assert (msg.seq, msg.flags, bytes(_wire.payload(msg))) == (
+            9,
+            _wire.TIMED,
+            b"payload",
+        )
+    finally:
+        parent.close()
+        child.close()

@@ -189,7 +189,7 @@ class _Raw:
 
     __slots__ = ("data", "index", "job")
 
-    def __init__(self, job: Any, index: Any, data: bytes) -> None:
+    def __init__(self, job: Any, index: Any, data: bytes | bytearray) -> None:
         self.job = job
         self.index = index
         self.data = data
@@ -327,7 +327,15 @@ class Dispatcher:
             timeout = self._job_timeouts.pop(task[0], timeout)
         # Pickle outside the lock; a PicklingError goes back to the stdlib
         # task handler, which fails this task as the stdlib does.
-        t = Task(next(self._seq), task, bytes(ForkingPickler.dumps(task)), timeout)
+        # Framed here too: this thread has time to spare, the one that
+        # sends most tasks (the result handler, refilling) has none.
+        seq = next(self._seq)
+        data = bytes(ForkingPickler.dumps(task))
+        message = _wire.encode(seq, _wire.TIMED if timeout else 0, data)
+        if message is None:
+            t = Task(seq, task, data, timeout)
+        else:
+            t = Task(seq, task, message, timeout, encoded=True)
         with self._lock:
             sched = self._sched
             if sched.full():
@@ -360,9 +368,12 @@ class Dispatcher:
     def _send(self, w: _Worker, t: Task) -> bool:
         """Send *t* to *w* without blocking (the schedule's ``send``; lock
         held)."""
-        flags = _wire.TIMED if t.timeout else 0
         try:
-            _wire.send(w.channel.parent, t.seq, flags, t.data, block=False)
+            if t.encoded:
+                _wire.send_encoded(w.channel.parent, t.data)
+            else:
+                flags = _wire.TIMED if t.timeout else 0
+                _wire.send(w.channel.parent, t.seq, flags, t.data, block=False)
         except (BlockingIOError, InterruptedError):
             return False
         except OSError:  # pragma: no cover - the channel was closed
@@ -459,24 +470,14 @@ class Dispatcher:
 
     def _read_results(self, w: _Worker) -> int:
         """Queue what *w* has answered (lock held); return how many."""
-        sock = w.channel.parent
         done = self._sched.done
-        results = self._results
+        append = self._results.append
         got = 0
-        while got < _READ_BATCH:
-            try:
-                msg = _wire.recv(sock, self._buf, block=False)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:  # pragma: no cover - channel closed
-                break
-            if msg is None:  # pragma: no cover
-                break
-            data = _wire.payload(msg)
-            t = done(w, msg.seq)
+        for seq, data in _wire.recv_ready(w.channel.parent, self._buf, _READ_BATCH):
+            t = done(w, seq)
             if t is None:  # pragma: no cover - never sent to this worker
                 continue
-            results.append(_Raw(t.job, t.index, bytes(data)))
+            append(_Raw(t.job, t.index, data))
             got += 1
         if got:
             self._sched.answered(w, got)

@@ -50,12 +50,19 @@ BACKLOG_MAX = 256
 
 class Task:
     """One task of the pool: ``task`` is the stdlib's ``(job, i, func, args,
-    kwds)``, *data* its pickle, *seq* its number on the wire."""
+    kwds)``, *data* its pickle (or its whole message if *encoded*), *seq*
+    its number on the wire."""
 
-    __slots__ = ("args", "data", "func", "index", "job", "seq", "timeout")
+    __slots__ = ("args", "data", "encoded", "func", "index", "job", "seq", "timeout")
 
     def __init__(
-        self, seq: int, task: tuple[Any, ...], data: bytes, timeout: float | None
+        self,
+        seq: int,
+        task: tuple[Any, ...],
+        data: bytes,
+        timeout: float | None,
+        *,
+        encoded: bool = False,
     ) -> None:
         self.seq = seq
         self.job = task[0]
@@ -67,6 +74,8 @@ class Task:
         # from a channel, or received by a worker that died before starting
         # it, is sent again from here.  At most PREFETCH per worker.
         self.data = data
+        # *data* is the whole message, header included (``_wire.encode``).
+        self.encoded = encoded
         self.timeout = timeout
 
 

@@ -38,10 +38,13 @@ __all__ = [
     "TIMED",
     "Message",
     "elapsed_ms",
+    "encode",
     "mark",
     "payload",
     "recv",
+    "recv_ready",
     "send",
+    "send_encoded",
     "slot_word",
     "stamp",
     "started",
@@ -96,6 +99,24 @@ def send(
         _close(fd)
 
 
+def encode(seq: int, flags: int, data: bytes) -> bytes | None:
+    """The whole message for *data* if it travels inline, else None.
+
+    Encoded once when a task is queued, so that the thread that sends it
+    (the pool's result handler, which also receives every result) only
+    makes the system call: :func:`send_encoded`.
+    """
+    if len(data) <= _platform.INLINE_MAX:
+        return HEADER.pack(seq, flags & ~FD) + data
+    return None
+
+
+def send_encoded(sock: socket.socket, message: bytes) -> None:
+    """Send a message made by :func:`encode` without blocking (raises
+    BlockingIOError, sending nothing, if the socket is full)."""
+    sock.send(message, _DONTWAIT)
+
+
 def _send_fd(
     sock: socket.socket, seq: int, flags: int, fd: int, size: int, mflags: int
 ) -> None:
@@ -115,6 +136,40 @@ def recv(sock: socket.socket, buf: bytearray, *, block: bool) -> Message | None:
     n, anc, _flags, _ = sock.recvmsg_into([buf], _FD_SPACE, 0 if block else _DONTWAIT)
     if n == 0:
         return None
+    return _decode(buf, n, anc)
+
+
+def recv_ready(
+    sock: socket.socket, buf: bytearray, limit: int
+) -> list[tuple[int, bytes | bytearray]]:
+    """Every message already queued on *sock*, up to *limit*, as ``(seq,
+    payload)`` pairs with the payloads copied out of *buf*.
+
+    For the parent, which reads a batch per wake-up: one call, and one
+    tuple per message.  A read error ends the batch like an empty socket
+    (the worker's pidfd tells the rest).
+    """
+    out: list[tuple[int, bytes | bytearray]] = []
+    recvmsg_into = sock.recvmsg_into
+    bufs = [buf]
+    unpack = HEADER.unpack_from
+    start = HEADER.size
+    while len(out) < limit:
+        try:
+            n, anc, _flags, _ = recvmsg_into(bufs, _FD_SPACE, _DONTWAIT)
+        except OSError:  # BlockingIOError: nothing more queued
+            break
+        if n == 0:  # pragma: no cover - EOF: the worker is gone
+            break
+        if anc:  # a payload in a file: the general path
+            msg = _decode(buf, n, anc)
+            out.append((msg.seq, bytes(payload(msg))))
+            continue
+        out.append((unpack(buf)[0], buf[start:n]))
+    return out
+
+
+def _decode(buf: bytearray, n: int, anc: list[tuple[int, int, bytes]]) -> Message:
     fds: list[int] = []
     for level, kind, cdata in anc:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
