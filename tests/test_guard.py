@@ -16,7 +16,8 @@ import warnings
 import pytest
 
 import mpguard
-from _support import scenario, survivors, wait_gone
+from _support import scenario, survivors, wait_for, wait_gone
+from mpguard import _platform
 from mpguard._group import Target, escalate
 
 pytestmark = pytest.mark.skipif(
@@ -195,3 +196,66 @@ def test_survivors_helper_sees_a_live_process():
         p.kill()
         p.wait()
     assert survivors([p.pid]) == []
+
+
+def test_a_group_has_others_only_while_a_live_member_besides_its_leader_is_in_it():
+    # What the guard asks at exit and before an idle release: answered with
+    # one getpgid() per process, so it must not miss a member, and must
+    # not count a zombie.  The group is a child's own, never ours.
+    leader = subprocess.Popen(["sleep", "60"], preexec_fn=lambda: os.setpgid(0, 0))
+    pgid = leader.pid
+    member = None
+    try:
+        assert not _platform.group_has_others(pgid, pgid)
+        assert _platform.group_has_others(pgid, 0)  # the leader is a member
+        member = subprocess.Popen(
+            ["sleep", "60"], preexec_fn=lambda: os.setpgid(0, pgid)
+        )
+        assert _platform.group_has_others(pgid, pgid)
+        member.kill()
+        # Unreaped, it is a zombie that is still in the group.
+        assert wait_for(lambda: not _platform.group_has_others(pgid, pgid))
+        assert os.getpgid(member.pid) == pgid  # unreaped: still a member
+    finally:
+        for p in (member, leader):
+            if p is not None:
+                p.kill()
+                p.wait()
+
+
+@pytest.mark.parametrize("in_thread", [False, True])
+def test_children_of_finds_a_child_whichever_thread_forked_it(in_thread):
+    # A child is listed under the thread that forked it; a single-threaded
+    # process is read without listing its threads, so both paths are tried.
+    code = (
+        "import subprocess, sys, threading\n"
+        "started, done = [], threading.Event()\n"
+        "def start():\n"
+        "    started.append(subprocess.Popen(['sleep', '60']))\n"
+        "    print(started[0].pid, flush=True)\n"
+        "    done.wait()  # a forking thread stays alive\n"
+        f"if {in_thread}:\n"
+        "    threading.Thread(target=start, daemon=True).start()\n"
+        "else:\n"
+        "    done.set()\n"
+        "    start()\n"
+        "sys.stdin.read()  # until the test closes it\n"
+        "started[0].kill()\n"
+        "started[0].wait()\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert parent.stdin is not None
+    assert parent.stdout is not None
+    try:
+        child = int(parent.stdout.readline())
+        assert _platform.children_of(parent.pid) == [child]
+    finally:
+        parent.stdin.close()  # it kills and reaps its child, then exits
+        try:
+            parent.wait(10)
+        finally:
+            parent.kill()
+            parent.wait()
+            parent.stdout.close()

@@ -450,8 +450,7 @@ class Guard:
         """True if a process other than the guardian is in the group."""
         if not self.guardian.held() or self.state is GuardState.BROKEN:
             return False
-        table = _platform.process_table()
-        return any(p != self.pgid for p in _platform.group_members(self.pgid, table))
+        return _platform.group_has_others(self.pgid, self.pgid)
 
     def shutdown(self, grace: float | None = None, *, reason: str = "api") -> None:
         """Tear the group down: SIGTERM, grace, SIGKILL, reap.  Final."""

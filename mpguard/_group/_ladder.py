@@ -223,7 +223,9 @@ def tree_target(
         n = sum(1 for c in live if c.poll() is None)
         if n or pgid is None:
             return n + (procs_alive(desc) if desc else 0)
-        # Cheap check first; scan /proc for the group only when needed.
+        # Cheap checks first; read /proc in full only for a count.
+        if not _platform.group_has_others(pgid, pgid):
+            return procs_alive(desc) if desc else 0
         table = _platform.process_table()
         members = [pid for pid in _platform.group_members(pgid, table) if pid != pgid]
         return len(members) + (procs_alive(desc) if desc else 0)

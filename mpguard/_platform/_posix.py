@@ -6,7 +6,7 @@ import os
 
 from . import ProcEntry
 
-__all__ = ["children_of", "process_table", "subtree"]
+__all__ = ["children_of", "group_has_others", "process_table", "subtree"]
 
 
 def process_table() -> list[ProcEntry]:
@@ -29,6 +29,13 @@ def process_table() -> list[ProcEntry]:
             )
         )
     return out
+
+
+def group_has_others(pgid: int, leader: int) -> bool:
+    """Whether a live process other than *leader* is in group *pgid*."""
+    return any(
+        e.pgid == pgid and e.pid != leader and not e.zombie for e in process_table()
+    )
 
 
 def children_of(pid: int) -> list[int] | None:
