@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from typing import Any, NamedTuple
 
 __all__ = [
+    "ALL_SIGNALS",
     "CAPS",
     "Capabilities",
     "LINUX",
@@ -62,6 +63,10 @@ __all__ = [
     "waiting_child",
     "WakePipe",
 ]
+
+#: Every signal: blocked while mpguard forks a child or starts a helper
+#: thread, so that no handler runs in between.
+ALL_SIGNALS = frozenset(signal.valid_signals())
 
 POSIX = os.name == "posix"
 LINUX = sys.platform.startswith("linux")
@@ -291,7 +296,7 @@ def start_thread_without_signals(thread: threading.Thread) -> None:
     guard's teardown never happens.  A new thread inherits its creator's
     mask, so the mask is set before it exists, with no window.
     """
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, ALL_SIGNALS)
     try:
         thread.start()
     finally:

@@ -106,14 +106,21 @@ class Channel(_ChannelFields):
         # stdlib's workers keep its queues), but could never close a number
         # the kernel has since handed to someone else's file.
         _OPEN.pop(id(self), None)
-        self.parent.close()
-        self.child.close()
-        if self.slot_fd is not None:
-            os.close(self.slot_fd)
+        self._close_descriptors()
         try:
             self.slot.close()
         except BufferError:  # pragma: no cover - a slot view is alive
             pass
+
+    def _close_descriptors(self) -> None:
+        """Close both sockets and the slot's file (not the mapping)."""
+        self.parent.close()
+        self.child.close()
+        if self.slot_fd is not None:
+            try:
+                os.close(self.slot_fd)
+            except OSError:  # pragma: no cover - closed already
+                pass
 
     def isolate(self) -> None:
         """In a fork worker: keep this channel's worker end and nothing else.
@@ -133,13 +140,7 @@ class Channel(_ChannelFields):
                 # Out of this process's registry, so that a pool this worker
                 # starts does not close them again in its own workers.
                 del _OPEN[key]
-                channel.parent.close()
-                channel.child.close()
-                if channel.slot_fd is not None:
-                    try:
-                        os.close(channel.slot_fd)
-                    except OSError:  # pragma: no cover - closed already
-                        pass
+                channel._close_descriptors()
         self.parent.close()
 
 

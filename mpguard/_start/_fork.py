@@ -126,7 +126,7 @@ class ChildPipes(_PipeFields):
 FORKED_ATTR = "_mpguard_forked"
 
 #: Blocked in the forking thread across a guarded fork: every signal.
-_FORK_BLOCK = frozenset(signal.valid_signals())
+_FORK_BLOCK = _platform.ALL_SIGNALS
 
 
 def _run_child(
