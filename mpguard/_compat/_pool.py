@@ -17,13 +17,9 @@ the result classes' ``_job``/``_set``/``_number_left``/``_index``.  Same in
 from __future__ import annotations
 
 import multiprocessing.pool
-import signal
 import threading
 import time
 from multiprocessing import util
-
-from .. import _platform
-from ._mp import sigmask
 
 # typing.TYPE_CHECKING without importing typing: this module is on the
 # pool's path, and typing costs a cold start 2 ms.
@@ -269,10 +265,6 @@ class PoolBase(multiprocessing.pool.Pool):
         # their sentinels to outqueue), but the task and result handlers
         # move tasks and results through the functions given here.
         super()._setup_queues()  # type: ignore[misc]
-        # The mask of the thread that builds the pool, which the stdlib's
-        # workers inherit, respawned ones too (through the worker handler):
-        # every worker starts with it.
-        self._mpguard_mask = sigmask(signal.SIG_BLOCK, ())
         method = self._ctx.get_start_method()  # type: ignore[attr-defined]
         put, get, process = self._mpguard_channels(method, self._outqueue._reader)  # type: ignore[attr-defined]
         self._quick_put = put
@@ -304,23 +296,6 @@ class PoolBase(multiprocessing.pool.Pool):
             w.daemon = True
             workers.append(w)
         self._mpguard_start_workers(workers, self._pool)
-        if self._state == multiprocessing.pool.INIT:
-            # The stdlib's __init__ starts the pool's three threads right
-            # after this returns, and a new thread inherits its creator's
-            # mask: they start with every signal blocked, until
-            # _mpguard_unblock().  A signal sent to the process goes to any
-            # one thread that does not block it (signal(7)), and CPython
-            # runs handlers in the main thread only: taken by one of these
-            # threads, a SIGTERM would wait for as long as the main thread
-            # sleeps in join().
-            sigmask(signal.SIG_BLOCK, _platform.ALL_SIGNALS)
-            self._mpguard_blocked = True
-
-    def _mpguard_unblock(self) -> None:
-        """Give the calling thread back its mask once the stdlib's
-        ``__init__`` has returned or raised (see ``_repopulate_pool``)."""
-        if self.__dict__.pop("_mpguard_blocked", False):
-            sigmask(signal.SIG_SETMASK, self._mpguard_mask)
 
     def _mpguard_start_workers(self, workers: list[Any], pool: list[Any]) -> None:
         """Start *workers* and append each to *pool* once started (the

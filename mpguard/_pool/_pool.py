@@ -127,7 +127,6 @@ class GuardedPool(_compat.PoolBase):
                 processes, initializer, initargs, maxtasksperchild, context
             )
         except BaseException:
-            self._mpguard_unblock()
             # After an Exception the stdlib's __init__ has terminated the
             # workers it started; a KeyboardInterrupt is no Exception, and
             # they would run on, in no pool (its worker handler, if started,
@@ -140,7 +139,6 @@ class GuardedPool(_compat.PoolBase):
                 dispatcher.close()
             self._hold.release()
             raise
-        self._mpguard_unblock()
         # Nothing handed to the pool's threads or finalizers may refer to
         # the pool itself, or it would never be collected (the stdlib's rule).
         _compat.replace_pool_terminator(
@@ -177,7 +175,7 @@ class GuardedPool(_compat.PoolBase):
         )
         # The stdlib calls self.Process(ctx, target=..., args=...) for each
         # worker; the factory gives it this pool's dispatcher.
-        factory = _WorkerFactory(self._dispatcher, WORKERS[method], self._mpguard_mask)
+        factory = _WorkerFactory(self._dispatcher, WORKERS[method])
         self._mpguard_fork_ahead = method == "fork"
         return self._dispatcher.put, self._dispatcher.get, factory
 
@@ -307,14 +305,9 @@ def _finish(dispatcher: Dispatcher, hold: _Hold, cache: dict[Any, Any] | None) -
 class _WorkerFactory:
     """The pool's ``Process`` hook: a worker wired to its own channel."""
 
-    def __init__(
-        self, dispatcher: Dispatcher, cls: type[PoolWorkerBase], mask: set[int]
-    ) -> None:
+    def __init__(self, dispatcher: Dispatcher, cls: type[PoolWorkerBase]) -> None:
         self._dispatcher = dispatcher
         self._cls = cls
-        # The pool's creator's signal mask, for every fork worker: the
-        # worker handler that forks replacements blocks every signal.
-        self._mask = mask
 
     def __call__(self, ctx: Any, *, target: Any, args: Sequence[Any]) -> PoolWorkerBase:
         # args are the stdlib worker's: (inqueue, outqueue, initializer,
@@ -329,7 +322,7 @@ class _WorkerFactory:
             slot: Any = channel.slot
         else:  # spawn/forkserver: only what is pickled reaches the worker
             inherited, slot = None, _worker.SlotRef(channel.slot_fd)
-        worker = self._cls(
+        return self._cls(
             self._dispatcher,
             channel,
             maxtasks,
@@ -344,9 +337,6 @@ class _WorkerFactory:
                 wrap_exception,
             ),
         )
-        # Read by the guarded fork (mpguard._start._fork.child_mask).
-        worker._mpguard_child_mask = self._mask
-        return worker
 
 
 def _kill_workers(workers: Sequence[Any], grace: float) -> None:

@@ -30,9 +30,6 @@ class PoolWorkerBase(multiprocessing.process.BaseProcess):
 
     # Read by the guarded Popens (mpguard._start._fork.is_pool_worker).
     _mpguard_pool_worker = True
-    # The signal mask a fork worker starts with (set by the pool; read by
-    # mpguard._start._fork.child_mask); None: the forking thread's.
-    _mpguard_child_mask: set[int] | None = None
 
     def __init__(
         self,

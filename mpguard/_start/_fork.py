@@ -59,18 +59,6 @@ def is_pool_worker(process_obj: Any) -> bool:
     return bool(getattr(process_obj, "_mpguard_pool_worker", False))
 
 
-def child_mask(process_obj: Any, forking_thread_mask: set[int]) -> set[int]:
-    """The signal mask *process_obj*'s child starts its target with.
-
-    The forking thread's own, as with the stdlib's fork; a GuardedPool
-    worker's is the one of the thread that built the pool, since the
-    pool's worker handler, which forks the replacements, blocks every
-    signal (``_compat.PoolBase``).
-    """
-    mask: set[int] | None = getattr(process_obj, "_mpguard_child_mask", None)
-    return forking_thread_mask if mask is None else mask
-
-
 if TYPE_CHECKING:
 
     class _PipeFields(NamedTuple):
@@ -213,14 +201,12 @@ class GuardedPopen(Child):
             pipes = ChildPipes.open()
             # Every signal blocked in this thread across the fork: the child
             # starts with none deliverable, so no handler (the parent's or a
-            # user's) runs in it before its setup; _child.prepare then sets
-            # old_mask (a pool worker's: see child_mask).  mpguard's own
-            # handlers, which the main thread may run whatever this thread
-            # blocks, are deferred while guarded_fork() is on, until the
-            # child is in the group and recorded (else a pid could be lost
-            # between fork and record).
+            # user's) runs in it before its setup; _child.prepare then
+            # restores old_mask.  mpguard's own handlers, which the main
+            # thread may run whatever this thread blocks, are deferred while
+            # guarded_fork() is on, until the child is in the group and
+            # recorded (else a pid could be lost between fork and record).
             old_mask = _compat.sigmask(signal.SIG_BLOCK, _FORK_BLOCK)
-            mask = child_mask(process_obj, old_mask)
             _signals.guarded_fork(True)
             try:
                 # A Process's fork child reuses the parent's resource
@@ -237,7 +223,7 @@ class GuardedPopen(Child):
                 if pid == 0:  # child: ends in os._exit, never returns
                     _run_child(
                         plan,
-                        mask,
+                        old_mask,
                         pipes.child_r,
                         pipes.parent_ends(),
                         bootstrap,
@@ -316,7 +302,6 @@ def fork_ahead(processes: Sequence[Any]) -> None:
         boots = [_compat.bootstrap_of(p) for p in processes]
         pids: list[int] = []
         old_mask = _compat.sigmask(signal.SIG_BLOCK, _FORK_BLOCK)
-        masks = [child_mask(p, old_mask) for p in processes]
         _signals.guarded_fork(True)  # mpguard's handlers wait (see _fork)
         try:
             _compat.fork_keeps_tracker(True)
@@ -330,7 +315,7 @@ def fork_ahead(processes: Sequence[Any]) -> None:
                         break
                     if pid == 0:  # child: ends in os._exit, never returns
                         r = pipes[i].child_r
-                        _run_child(plans[i], masks[i], r, closes[i], boots[i], True)
+                        _run_child(plans[i], old_mask, r, closes[i], boots[i], True)
                     pids.append(pid)
             finally:
                 _compat.fork_keeps_tracker(False)

@@ -9,20 +9,13 @@ system call (``join()`` polling a pidfd) never wakes to run the handler,
 and the guard's teardown never happens.
 
 MODE guarded: start a guarded Process (the guard's reaper thread starts
-with it) and a GuardedPool(2, maxtasksperchild=1) built with SIGUSR1
-blocked in the main thread (the pool's three threads start with it);
-report each thread's blocked signals, and those of the workers that ran
-the pool's four tasks (two of them replacements, forked by the pool's
-worker handler); then block SIGTERM in the main thread, send SIGTERM to
-the process, and report whether it is still pending for the process (no
-other thread took it).  Then unblock it: the guard tears the group down
-and the process dies of SIGTERM.
+with it); report each thread's blocked signals; then block SIGTERM in the
+main thread, send SIGTERM to the process, and report whether it is still
+pending for the process (no other thread took it).  Then unblock it: the
+guard tears the group down and the process dies of SIGTERM.
 
 MODE unblocked: the same threads started as plain threads (the control):
 report the reaper's blocked signals, then hold.
-
-MODE stdlib_pool: a stdlib fork Pool's threads (the control): report
-their blocked signals, then hold.
 """
 
 from __future__ import annotations
@@ -53,36 +46,20 @@ def masks() -> dict[str, int]:
     return out
 
 
-def worker_mask(_: int) -> tuple[int, int]:
-    return os.getpid(), status_mask(str(os.getpid()), "SigBlk")
-
-
 def main() -> None:
     path, mode = sys.argv[1], sys.argv[2]
-    main_tid = str(os.getpid())
-    if mode == "stdlib_pool":
-        pool = mp.get_context("fork").Pool(2)
-        threads = {k: v for k, v in masks().items() if not k.startswith(main_tid + " ")}
-        report(path, threads=threads, workers=[p.pid for p in pool._pool])
-        hold()
-    import mpguard
+    import mpguard  # noqa: F401
     from mpguard import _platform
 
     if mode == "unblocked":
         _platform.start_thread_without_signals = lambda t: t.start()  # type: ignore[assignment]
     p = mp.get_context("guarded").Process(target=time.sleep, args=(60,))
     p.start()
+    main_tid = str(os.getpid())
+    threads = {k: v for k, v in masks().items() if not k.startswith(main_tid + " ")}
     if mode == "unblocked":
-        threads = {k: v for k, v in masks().items() if not k.startswith(main_tid + " ")}
         report(path, child=p.pid, threads=threads)
         hold()
-    # A mask of the program's own: the pool's workers keep it, as the
-    # stdlib's do, replacements included.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
-    pool = mpguard.GuardedPool(2, maxtasksperchild=1)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
-    workers = pool.map(worker_mask, range(4), chunksize=1)
-    threads = {k: v for k, v in masks().items() if not k.startswith(main_tid + " ")}
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(0.1)
@@ -92,8 +69,6 @@ def main() -> None:
         path,
         child=p.pid,
         threads=threads,
-        workers=workers,
-        main_mask=status_mask(main_tid, "SigBlk"),
         pending=bool(shared & (1 << (signal.SIGTERM - 1))),
     )
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
