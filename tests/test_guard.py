@@ -86,6 +86,39 @@ def test_no_child_is_left_once_no_pool_is_open(tmp_path, mode):
             assert r["new_group_after_release"]
 
 
+# --- a plain fork of a guarded program -------------------------------------------
+
+
+def test_a_plain_fork_child_gets_the_programs_own_handlers_back():
+    # os.fork() in a program whose guard handles SIGTERM, SIGINT and
+    # SIGHUP: the child (not guarded) runs the program's own handlers, not
+    # mpguard's, and has no signal left blocked.
+    out = _python(
+        "import os, signal\n"
+        "import mpguard\n"
+        "def mine(signum, frame):\n"
+        "    pass\n"
+        "signal.signal(signal.SIGTERM, mine)\n"
+        "mpguard.install_handlers()\n"
+        "assert signal.getsignal(signal.SIGTERM) is not mine\n"
+        "r, w = os.pipe()\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    ok = (\n"
+        "        signal.getsignal(signal.SIGTERM) is mine\n"
+        "        and signal.getsignal(signal.SIGINT) is signal.default_int_handler\n"
+        "        and signal.getsignal(signal.SIGHUP) == signal.SIG_DFL\n"
+        "        and not signal.pthread_sigmask(signal.SIG_BLOCK, [])\n"
+        "    )\n"
+        "    os.write(w, b'ok' if ok else b'no')\n"
+        "    os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+        "print(os.read(r, 2).decode())\n"
+        "print(signal.getsignal(signal.SIGTERM) is not mine)\n"
+    )
+    assert out.split() == ["ok", "True"]
+
+
 # --- capabilities ---------------------------------------------------------------
 
 
@@ -227,6 +260,8 @@ def test_a_group_has_others_only_while_a_live_member_besides_its_leader_is_in_it
 def test_children_of_finds_a_child_whichever_thread_forked_it(in_thread):
     # A child is listed under the thread that forked it; a single-threaded
     # process is read without listing its threads, so both paths are tried.
+    if _platform.children_of(os.getpid()) is None:
+        pytest.skip("the kernel has no /proc/<pid>/task/<tid>/children files")
     code = (
         "import subprocess, sys, threading\n"
         "started, done = [], threading.Event()\n"
@@ -248,6 +283,7 @@ def test_children_of_finds_a_child_whichever_thread_forked_it(in_thread):
     )
     assert parent.stdin is not None
     assert parent.stdout is not None
+    child = None
     try:
         child = int(parent.stdout.readline())
         assert _platform.children_of(parent.pid) == [child]
@@ -255,6 +291,9 @@ def test_children_of_finds_a_child_whichever_thread_forked_it(in_thread):
         parent.stdin.close()  # it kills and reaps its child, then exits
         try:
             parent.wait(10)
+        except subprocess.TimeoutExpired:
+            if child is not None:  # not reaped: still the parent's child
+                os.kill(child, signal.SIGKILL)
         finally:
             parent.kill()
             parent.wait()

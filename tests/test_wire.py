@@ -81,3 +81,22 @@ def test_an_encoded_task_reads_as_the_same_message():
     finally:
         parent.close()
         child.close()
+
+
+def test_a_file_payload_that_cannot_be_read_fails_its_own_message_only():
+    # Out of descriptors, the kernel drops the attached file (MSG_CTRUNC):
+    # the header says "payload in a file" and no descriptor came.  That
+    # message reads as an error, and the batch goes on.
+    parent, child = _platform.channel_pair()
+    buf = bytearray(_wire.BUFSIZE)
+    try:
+        child.send(_wire.HEADER.pack(1, _wire.FD) + (10).to_bytes(8, "little"))
+        _wire.send(child, 2, 0, b"next", block=True)
+        (seq1, err), (seq2, data) = _wire.recv_ready(parent, buf, 10)
+        assert seq1 == 1
+        assert isinstance(err, OSError)
+        assert "descriptor" in str(err)
+        assert (seq2, bytes(data)) == (2, b"next")
+    finally:
+        parent.close()
+        child.close()

@@ -478,7 +478,10 @@ class Dispatcher:
             t = done(w, seq)
             if t is None:  # pragma: no cover - never sent to this worker
                 continue
-            append(_Raw(t.job, t.index, data))
+            if isinstance(data, Exception):  # its payload could not be read
+                append((t.job, t.index, (False, data)))
+            else:
+                append(_Raw(t.job, t.index, data))
             got += 1
         if got:
             self._sched.answered(w, got)

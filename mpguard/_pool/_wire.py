@@ -141,31 +141,38 @@ def recv(sock: socket.socket, buf: bytearray, *, block: bool) -> Message | None:
 
 def recv_ready(
     sock: socket.socket, buf: bytearray, limit: int
-) -> list[tuple[int, bytes | bytearray]]:
+) -> list[tuple[int, bytes | bytearray | Exception]]:
     """Every message already queued on *sock*, up to *limit*, as ``(seq,
     payload)`` pairs with the payloads copied out of *buf*.
 
     For the parent, which reads a batch per wake-up: one call, and one
-    tuple per message.  A read error ends the batch like an empty socket
-    (the worker's pidfd tells the rest).
+    tuple per message.  A payload that came in a file and cannot be read
+    (its descriptor was dropped for want of free descriptors, or reading
+    it failed) is the exception instead, for that message's task alone.
+    A read error on the socket ends the batch like an empty socket (the
+    worker's pidfd tells the rest).
     """
-    out: list[tuple[int, bytes | bytearray]] = []
+    out: list[tuple[int, bytes | bytearray | Exception]] = []
     recvmsg_into = sock.recvmsg_into
     bufs = [buf]
     unpack = HEADER.unpack_from
     start = HEADER.size
     while len(out) < limit:
         try:
-            n, anc, _flags, _ = recvmsg_into(bufs, _FD_SPACE, _DONTWAIT)
+            n, anc, mflags, _ = recvmsg_into(bufs, _FD_SPACE, _DONTWAIT)
         except OSError:  # BlockingIOError: nothing more queued
             break
         if n == 0:  # pragma: no cover - EOF: the worker is gone
             break
-        if anc:  # a payload in a file: the general path
-            msg = _decode(buf, n, anc)
-            out.append((msg.seq, bytes(payload(msg))))
+        seq, flags = unpack(buf)
+        if anc or flags & FD or mflags & socket.MSG_CTRUNC:
+            # A payload in a file (the general path).
+            try:
+                out.append((seq, bytes(payload(_decode(buf, n, anc)))))
+            except (OSError, EOFError) as e:
+                out.append((seq, e))
             continue
-        out.append((unpack(buf)[0], buf[start:n]))
+        out.append((seq, buf[start:n]))
     return out
 
 
