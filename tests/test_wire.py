@@ -39,7 +39,7 @@ def test_a_batch_read_gets_inline_and_file_payloads_in_order():
     # for one message arrives as a file descriptor, and both kinds come
     # back as bytes in the order sent.
     parent, child = _platform.channel_pair()
-    buf = bytearray(_wire.BUFSIZE)
+    buf = _wire.new_buffer()
     big = bytes(range(256)) * (_platform.INLINE_MAX // 256 + 1)
     try:
         _wire.send(child, 1, 0, b"small", block=True)
@@ -66,7 +66,7 @@ def test_a_batch_read_gets_inline_and_file_payloads_in_order():
 
 def test_an_encoded_task_reads_as_the_same_message():
     parent, child = _platform.channel_pair()
-    buf = bytearray(_wire.BUFSIZE)
+    buf = _wire.new_buffer()
     try:
         message = _wire.encode(9, _wire.TIMED, b"payload")
         assert message is not None
@@ -88,7 +88,7 @@ def test_a_file_payload_that_cannot_be_read_fails_its_own_message_only():
     # the header says "payload in a file" and no descriptor came.  That
     # message reads as an error, and the batch goes on.
     parent, child = _platform.channel_pair()
-    buf = bytearray(_wire.BUFSIZE)
+    buf = _wire.new_buffer()
     try:
         child.send(_wire.HEADER.pack(1, _wire.FD) + (10).to_bytes(8, "little"))
         _wire.send(child, 2, 0, b"next", block=True)

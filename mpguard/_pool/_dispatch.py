@@ -190,7 +190,7 @@ class _Raw:
 
     __slots__ = ("data", "index", "job")
 
-    def __init__(self, job: Any, index: Any, data: bytes | bytearray) -> None:
+    def __init__(self, job: Any, index: Any, data: bytes) -> None:
         self.job = job
         self.index = index
         self.data = data
@@ -227,7 +227,7 @@ class Dispatcher:
         self._sched: Schedule[_Worker] = Schedule(processes, self._send, self._take)
         self._results: deque[Any] = deque()
         self._seq = itertools.count(1)
-        self._buf = bytearray(_wire.BUFSIZE)
+        self._buf = _wire.new_buffer()
         self._job_timeouts: dict[Any, float] = {}
         self._put_waiting = False
         self._sleep_until = math.inf

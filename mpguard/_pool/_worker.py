@@ -59,7 +59,7 @@ class _Inbox:
 
     def __init__(self, sock: socket.socket, slot: mmap.mmap) -> None:
         self._sock = sock
-        self._buf = bytearray(_wire.BUFSIZE)
+        self._buf = _wire.new_buffer()
         self._slot = _wire.slot_word(slot)
         self.seq = 0
 
