@@ -103,8 +103,9 @@ def send(
     descriptor is attached to the message.
     """
     mflags = 0 if block else _DONTWAIT
-    if len(data) <= _platform.INLINE_MAX:
-        sock.send(HEADER.pack(seq, flags & ~FD) + data, mflags)
+    message = encode(seq, flags, data)
+    if message is not None:
+        sock.send(message, mflags)
         return
     fd = _platform.anon_file(data)
     try:
