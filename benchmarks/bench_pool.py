@@ -429,17 +429,21 @@ def _interpreter_starts() -> dict[str, float]:
     in CPU time, against a bare ``python -I -S -c pass``.  Run outside a
     group of its own, the guardian script exits (status 2) right after its
     start-up, before it would watch anything."""
-    import importlib.util
-
-    # Found, not imported: the references after this one are taken in this
-    # process, which must stay a bare interpreter (forks copy its memory).
-    spec = importlib.util.find_spec("mpguard")
-    assert spec is not None
-    assert spec.submodule_search_locations
-    path = os.path.join(
-        spec.submodule_search_locations[0], "_group", "_guardian_main.py"
+    # The guardian's own command line, asked of mpguard in another process:
+    # the references after this one are taken in this process, which must
+    # stay a bare interpreter (forks copy its memory).
+    code = (
+        "import json, sys; from mpguard._group._guardian import command;"
+        "print(json.dumps(command(int(sys.argv[1]), 0, 0.0)))"
     )
-    guardian = [sys.executable, "-I", "-S", path, str(os.getpid()), "0"]
+    guardian = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", code, str(os.getpid())],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
     bare = [sys.executable, "-I", "-S", "-c", "pass"]
     return {
         "`python -I -S -c pass`, CPU": _median_us(lambda: _child_cpu(bare), 21),

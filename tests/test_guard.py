@@ -119,6 +119,36 @@ def test_a_plain_fork_child_gets_the_programs_own_handlers_back():
     assert out.split() == ["ok", "True"]
 
 
+# --- the guardian's start -------------------------------------------------------
+
+
+def _imported(argv):
+    """The modules *argv* (a ``python`` command line) imports, by -X importtime."""
+    argv = [argv[0], "-X", "importtime", *argv[1:]]
+    err = subprocess.run(
+        argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False
+    ).stderr
+    return {
+        line.rsplit("|", 1)[1].strip()
+        for line in err.splitlines()
+        if line.startswith("import time:") and "|" in line
+    } - {"package"}  # the header line's last column
+
+
+def test_the_guardian_imports_only_select_and_its_own_module_beyond_a_bare_start():
+    # Every module the guardian's interpreter loads is CPU taken from the
+    # owner's first workers: `os` alone (stat, posixpath, _collections_abc)
+    # is 3 ms of it.  And it is loaded as a module (its cached bytecode),
+    # not compiled as a script at every start.  Run outside a group of its
+    # own, the guardian exits (status 2) right after its start.
+    from mpguard._group._guardian import command
+
+    bare = _imported([sys.executable, "-I", "-S", "-c", "pass"])
+    guardian = _imported(command(os.getpid(), 0, 0.0))
+    assert "encodings" in bare  # the parse sees what a start imports
+    assert guardian - bare == {"select", "_guardian_main"}
+
+
 # --- capabilities ---------------------------------------------------------------
 
 

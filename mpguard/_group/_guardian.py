@@ -1,6 +1,6 @@
 """The guardian process, seen from the owner: start it, hold it, release it.
 
-The guardian (``_guardian_main.py``, run as ``python -I -S``) leads the
+The guardian (``_guardian_main.py``, in a ``python -I -S``) leads the
 process group every guarded child joins, so the group's id is its pid and
 the owner is never a member.  It watches the owner and SIGKILLs the whole
 group when the owner dies, however it dies.  Why a separate process and not
@@ -32,6 +32,38 @@ __all__ = ["Guardian"]
 
 
 GUARDIAN_PATH = os.path.join(os.path.dirname(__file__), "_guardian_main.py")
+
+# The guardian's script is loaded through the import system, not run as a
+# script: a script is compiled from source at every start, 1.5 ms of CPU in
+# a fresh interpreter (its compiler still cold), where an import loads the
+# bytecode cached in __pycache__ (and checks it against the source's mtime),
+# as the stdlib starts its resource tracker and forkserver (``-c "from
+# multiprocessing.resource_tracker import main; main(fd)"``).  Its directory
+# goes last on sys.path, so it can shadow no module the guardian imports.
+# The path stays in argv: tools that list processes recognise a guardian
+# by it.
+_BOOT = (
+    "import sys;"
+    "sys.path.append(sys.argv[1].rpartition('/')[0]);"
+    "from _guardian_main import main;"
+    "sys.exit(main(sys.argv[1:]))"
+)
+
+
+def command(owner_pid: int, lifeline_fd: int, death_grace: float) -> list[str]:
+    """The guardian's command line (see ``_guardian_main.main``)."""
+    # -I ignores PYTHONDONTWRITEBYTECODE: pass the owner's choice on.
+    flags = ["-I", "-S", "-B"] if sys.flags.dont_write_bytecode else ["-I", "-S"]
+    return [
+        sys.executable,
+        *flags,
+        "-c",
+        _BOOT,
+        GUARDIAN_PATH,
+        str(owner_pid),
+        str(lifeline_fd),
+        repr(float(death_grace)),
+    ]
 
 
 class Guardian:
@@ -68,15 +100,7 @@ class Guardian:
             # The mask survives exec: the guardian starts with the guarded
             # signals blocked and ignores them before unblocking.
             self._proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-I",
-                    "-S",
-                    GUARDIAN_PATH,
-                    str(owner_pid),
-                    str(lifeline_r),
-                    repr(float(death_grace)),
-                ],
+                command(owner_pid, lifeline_r, death_grace),
                 pass_fds=(lifeline_r,),
                 stdin=subprocess.DEVNULL,
                 # Never hold the parent's stdout: `app | tee` would wait on us.
