@@ -51,20 +51,36 @@ CHECKS = {
     "pool_quick_put_get_swap": (
         # PoolBase._setup_queues hands the task and result handlers the
         # functions _mpguard_channels returns, and the Process factory.
+        # It makes no SimpleQueue of its own (no semaphore): inqueue is
+        # None, and outqueue a pipe whose put() reaches ctrl.
         "import multiprocessing as mp\n"
+        "from multiprocessing import synchronize\n"
         "from mpguard import _compat\n"
-        "seen = []\n"
+        "seen, made = [], []\n"
+        "init = synchronize.SemLock.__init__\n"
+        "def counted(self, *a, **k):\n"
+        "    made.append(1); init(self, *a, **k)\n"
+        "synchronize.SemLock.__init__ = counted\n"
         "class P(_compat.PoolBase):\n"
         "    def _mpguard_channels(self, method, ctrl):\n"
-        "        seen.append((method, hasattr(ctrl, 'recv')))\n"
+        "        seen.append((method, ctrl is self._outqueue._reader))\n"
         "        return 'put', 'get', 'factory'\n"
         "    def _repopulate_pool(self):\n"
-        "        raise SystemExit\n"
+        "        raise SystemExit(self)\n"
         "try:\n"
         "    P(1, context=mp.get_context('fork'))\n"
-        "except SystemExit:\n"
-        "    pass\n"
+        "except SystemExit as e:\n"
+        "    p = e.code\n"
         "assert seen == [('fork', True)], seen\n"
+        "assert p._inqueue is None\n"
+        "assert p._quick_put == 'put' and p._quick_get == 'get'\n"
+        "assert p.Process == 'factory'\n"
+        "assert len(made) == 2, made  # the stdlib's change_notifier only\n"
+        "assert p._outqueue.empty()\n"
+        "p._outqueue.put(None)\n"
+        "assert not p._outqueue.empty() and p._outqueue._reader.recv() is None\n"
+        "p._outqueue.put(None)\n"
+        "assert p._outqueue.get() is None\n"
     ),
     "pool_internals": (
         # map_chunksize, submit_apply, fail_pending, replace_pool_terminator,

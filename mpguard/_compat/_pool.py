@@ -1,7 +1,8 @@
 """CPython's ``multiprocessing.pool.Pool`` internals.
 
-Touched: ``Pool._setup_queues``/``_quick_put``/``_quick_get``/
-``_outqueue._reader`` (the seam where GuardedPool swaps in its dispatcher),
+Touched: ``Pool._setup_queues`` (replaced: ``_inqueue``, ``_outqueue``
+and its ``_reader``/``put``, ``_quick_put``/``_quick_get``: the seam where
+GuardedPool swaps in its dispatcher),
 ``Pool._map_async``/``_processes``/``_check_running``/``_taskqueue``,
 ``Pool._repopulate_pool`` and the arguments it passes (``_ctx``,
 ``_inqueue``, ``_outqueue``, ``_initializer``, ``_initargs``,
@@ -19,7 +20,7 @@ from __future__ import annotations
 import multiprocessing.pool
 import threading
 import time
-from multiprocessing import util
+from multiprocessing import connection, reduction, util
 
 # typing.TYPE_CHECKING without importing typing: this module is on the
 # pool's path, and typing costs a cold start 2 ms.
@@ -247,6 +248,34 @@ def stop_pool_respawn(pool: multiprocessing.pool.Pool) -> None:
     pool._state = _TERMINATE  # type: ignore[attr-defined]
 
 
+class _SentinelQueue:
+    """The stdlib Pool's ``outqueue``, as GuardedPool uses it: a pipe that
+    only the parent's threads write to (``put(None)`` from ``_handle_tasks``
+    and ``_terminate_pool``), read by the dispatcher and waited on by
+    ``_handle_workers`` (``_reader``).  A ``SimpleQueue``'s semaphores
+    guard readers and writers in other processes; here there are none,
+    so a thread lock serialises the writers."""
+
+    def __init__(self) -> None:
+        self._reader, self._writer = connection.Pipe(duplex=False)
+        self._wlock = threading.Lock()
+
+    def put(self, obj: Any) -> None:
+        data = reduction.ForkingPickler.dumps(obj)
+        with self._wlock:
+            self._writer.send_bytes(data)
+
+    def get(self) -> Any:
+        return reduction.ForkingPickler.loads(self._reader.recv_bytes())
+
+    def empty(self) -> bool:
+        return not self._reader.poll()
+
+    def close(self) -> None:
+        self._reader.close()
+        self._writer.close()
+
+
 class PoolBase(multiprocessing.pool.Pool):
     """``multiprocessing.pool.Pool`` with its private seams given names.
 
@@ -261,10 +290,14 @@ class PoolBase(multiprocessing.pool.Pool):
         self._state = multiprocessing.pool.INIT
 
     def _setup_queues(self) -> None:
-        # The stdlib's queues stay (terminate() and close() still post
-        # their sentinels to outqueue), but the task and result handlers
-        # move tasks and results through the functions given here.
-        super()._setup_queues()  # type: ignore[misc]
+        # Not the stdlib's two SimpleQueues: the workers never see them
+        # (each has its own channel), and each costs a pipe and two
+        # semaphores (0.16 ms to make on fork; on spawn and forkserver
+        # named ones, registered with the resource tracker).  What is left
+        # of them: inqueue, a name the stdlib passes around; outqueue, the
+        # pipe on which close() and terminate() post their sentinels.
+        self._inqueue = None
+        self._outqueue = _SentinelQueue()
         method = self._ctx.get_start_method()  # type: ignore[attr-defined]
         put, get, process = self._mpguard_channels(method, self._outqueue._reader)  # type: ignore[attr-defined]
         self._quick_put = put
