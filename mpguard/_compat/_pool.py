@@ -299,7 +299,7 @@ class PoolBase(multiprocessing.pool.Pool):
         self._inqueue = None
         self._outqueue = _SentinelQueue()
         method = self._ctx.get_start_method()  # type: ignore[attr-defined]
-        put, get, process = self._mpguard_channels(method, self._outqueue._reader)  # type: ignore[attr-defined]
+        put, get, process = self._mpguard_channels(method, self._outqueue._reader)
         self._quick_put = put
         self._quick_get = get
         # The stdlib calls self.Process(ctx, target=..., args=...) for each
@@ -317,8 +317,8 @@ class PoolBase(multiprocessing.pool.Pool):
                 self._ctx,  # type: ignore[attr-defined]
                 target=pool_worker,
                 args=(
-                    self._inqueue,  # type: ignore[attr-defined]
-                    self._outqueue,  # type: ignore[attr-defined]
+                    self._inqueue,
+                    self._outqueue,
                     self._initializer,  # type: ignore[attr-defined]
                     self._initargs,  # type: ignore[attr-defined]
                     self._maxtasksperchild,  # type: ignore[attr-defined]
