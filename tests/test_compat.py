@@ -51,8 +51,10 @@ CHECKS = {
     "pool_quick_put_get_swap": (
         # PoolBase._setup_queues hands the task and result handlers the
         # functions _mpguard_channels returns, and the Process factory.
-        # It makes no SimpleQueue of its own (no semaphore): inqueue is
-        # None, and outqueue a pipe whose put() reaches ctrl.
+        # It makes no SimpleQueue (no semaphore): inqueue is None, outqueue
+        # a pipe whose put() reaches ctrl, and the stdlib's __init__ makes
+        # its change notifier through the context it wraps for that call
+        # (and then puts back), a pipe too.
         "import multiprocessing as mp\n"
         "from multiprocessing import synchronize\n"
         "from mpguard import _compat\n"
@@ -67,20 +69,25 @@ CHECKS = {
         "        return 'put', 'get', 'factory'\n"
         "    def _repopulate_pool(self):\n"
         "        raise SystemExit(self)\n"
+        "ctx = mp.get_context('fork')\n"
         "try:\n"
-        "    P(1, context=mp.get_context('fork'))\n"
+        "    P(1, context=ctx)\n"
         "except SystemExit as e:\n"
         "    p = e.code\n"
         "assert seen == [('fork', True)], seen\n"
         "assert p._inqueue is None\n"
         "assert p._quick_put == 'put' and p._quick_get == 'get'\n"
         "assert p.Process == 'factory'\n"
-        "assert len(made) == 2, made  # the stdlib's change_notifier only\n"
-        "assert p._outqueue.empty()\n"
-        "p._outqueue.put(None)\n"
-        "assert not p._outqueue.empty() and p._outqueue._reader.recv() is None\n"
-        "p._outqueue.put(None)\n"
-        "assert p._outqueue.get() is None\n"
+        "assert made == [], made\n"
+        "assert p._ctx is ctx, p._ctx\n"
+        "for q in (p._outqueue, p._change_notifier):\n"
+        "    assert q.empty()\n"
+        "    q.put(None)\n"
+        "    assert not q.empty() and q._reader.recv() is None and q.empty()\n"
+        "    q.put(list(range(1000)))  # above PIPE_BUF: under the lock\n"
+        "    assert q.get() == list(range(1000))\n"
+        "assert p._change_notifier is not p._outqueue\n"
+        "assert p._cache.notifier is p._change_notifier\n"
     ),
     "pool_internals": (
         # map_chunksize, submit_apply, fail_pending, replace_pool_terminator,

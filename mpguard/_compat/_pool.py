@@ -249,12 +249,13 @@ def stop_pool_respawn(pool: multiprocessing.pool.Pool) -> None:
 
 
 class _SentinelQueue:
-    """The stdlib Pool's ``outqueue``, as GuardedPool uses it: a pipe that
-    only the parent's threads write to (``put(None)`` from ``_handle_tasks``
-    and ``_terminate_pool``), read by the dispatcher and waited on by
-    ``_handle_workers`` (``_reader``).  A ``SimpleQueue``'s semaphores
-    guard readers and writers in other processes; here there are none,
-    so a thread lock serialises the writers."""
+    """A ``SimpleQueue`` for the parent's threads only: GuardedPool's
+    ``outqueue`` (``put(None)`` from ``_handle_tasks`` and
+    ``_terminate_pool``, read by the dispatcher) and change notifier
+    (``close()``, the result cache, ``_handle_workers``; both waited on
+    by ``_handle_workers`` through ``_reader``).  A ``SimpleQueue``'s
+    semaphores serialise readers and writers in other processes; here
+    there are none."""
 
     def __init__(self) -> None:
         self._reader, self._writer = connection.Pipe(duplex=False)
@@ -262,6 +263,12 @@ class _SentinelQueue:
 
     def put(self, obj: Any) -> None:
         data = reduction.ForkingPickler.dumps(obj)
+        if len(data) <= _ATOMIC:
+            # One write(2) below PIPE_BUF is atomic: no lock, so that a
+            # Pool.__del__ run by the garbage collector inside another
+            # put() of the same thread cannot deadlock on it.
+            self._writer.send_bytes(data)
+            return
         with self._wlock:
             self._writer.send_bytes(data)
 
@@ -276,12 +283,38 @@ class _SentinelQueue:
         self._writer.close()
 
 
+#: A pickle this small goes out in one write(2) (``Connection.send_bytes``
+#: joins its 4-byte header to it), below POSIX's smallest PIPE_BUF (512).
+_ATOMIC = 500
+
+
+class _NotifierContext:
+    """The pool's context while ``Pool.__init__`` makes its change notifier:
+    ``SimpleQueue()`` gives a :class:`_SentinelQueue` and puts the real
+    context back on the pool; anything else is the real context's."""
+
+    def __init__(self, pool: PoolBase, ctx: Any) -> None:
+        self.pool: PoolBase | None = pool
+        self.ctx = ctx
+
+    def SimpleQueue(self) -> _SentinelQueue:  # noqa: N802 - the context's name
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            pool._ctx = self.ctx
+        return _SentinelQueue()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.ctx, name)
+
+
 class PoolBase(multiprocessing.pool.Pool):
     """``multiprocessing.pool.Pool`` with its private seams given names.
 
     GuardedPool builds on this class and never touches a private attribute
     of the stdlib's Pool itself.
     """
+
+    _ctx: Any  # the context; a _NotifierContext for a moment in __init__
 
     def _mpguard_early_init(self) -> None:
         """What ``Pool.__del__`` needs even if ``__init__`` raises before
@@ -290,7 +323,7 @@ class PoolBase(multiprocessing.pool.Pool):
         self._state = multiprocessing.pool.INIT
 
     def _setup_queues(self) -> None:
-        # Not the stdlib's two SimpleQueues: the workers never see them
+        # Not the stdlib's SimpleQueues: the workers never see them
         # (each has its own channel), and each costs a pipe and two
         # semaphores (0.16 ms to make on fork; on spawn and forkserver
         # named ones, registered with the resource tracker).  What is left
@@ -298,23 +331,31 @@ class PoolBase(multiprocessing.pool.Pool):
         # pipe on which close() and terminate() post their sentinels.
         self._inqueue = None
         self._outqueue = _SentinelQueue()
-        method = self._ctx.get_start_method()  # type: ignore[attr-defined]
+        method = self._ctx.get_start_method()
         put, get, process = self._mpguard_channels(method, self._outqueue._reader)
         self._quick_put = put
         self._quick_get = get
         # The stdlib calls self.Process(ctx, target=..., args=...) for each
         # worker; an instance attribute overrides the staticmethod.
         self.Process = process  # type: ignore[method-assign]
+        # The stdlib's __init__ makes its change notifier next, as
+        # self._ctx.SimpleQueue() (3.9-3.15).  Only the parent's threads
+        # use it too (close(), the result cache, _handle_workers), so it
+        # gets a pipe without semaphores as well: the context is wrapped
+        # until that call, which puts the real one back.
+        self._ctx = _NotifierContext(self, self._ctx)
 
     def _repopulate_pool(self) -> None:
         # The stdlib's ``_repopulate_pool_static`` loop for the pool's first
         # workers (its worker handler calls the static one by name, so
         # respawns keep the stdlib's loop), with every worker created before
         # the first starts: the subclass may then start them together.
+        if isinstance(self._ctx, _NotifierContext):  # a Python that changed
+            self._ctx = self._ctx.ctx  # the order: the real one, at least
         workers = []
         for _ in range(self._processes - len(self._pool)):  # type: ignore[attr-defined]
             w = self.Process(
-                self._ctx,  # type: ignore[attr-defined]
+                self._ctx,
                 target=pool_worker,
                 args=(
                     self._inqueue,

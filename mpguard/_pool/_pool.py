@@ -161,8 +161,8 @@ class GuardedPool(_compat.PoolBase):
     def _mpguard_channels(
         self, method: str, ctrl: Any
     ) -> tuple[Callable[[Any], None], Callable[[], Any], Callable[..., Any]]:
-        # The stdlib's queues stay (terminate() and close() still post
-        # their sentinels to outqueue), but no worker touches them.
+        # *ctrl* is the pipe on which close() and terminate() post their
+        # sentinels (the stdlib's outqueue; no worker touches it).
         # The dispatcher and the worker side load with the first pool, not
         # with ``import mpguard`` (they bring ctypes, selectors, ...).
         from ._dispatch import Dispatcher  # noqa: PLC0415
