@@ -72,6 +72,10 @@ def test_tree_marks_zombies_orphans_and_the_guard(tmp_path):
         assert "zombie" in rows[zombie.pid]["marks"]
         guardian = os.getpgid(p.pid)
         assert "guardian" in rows[guardian]["marks"]
+        # Shown as its script and owner, without its -c bootstrap.
+        cmd = rows[guardian]["cmd"]
+        assert f"_guardian_main.py {os.getpid()} " in cmd, cmd
+        assert " -I -S " in cmd and " -c " not in cmd, cmd
         assert f"guarded(pgid={guardian})" in rows[p.pid]["marks"]
         assert rows[os.getpid()]["depth"] == 0
         text = _mpguard("tree", str(os.getpid())).stdout

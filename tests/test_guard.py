@@ -122,17 +122,20 @@ def test_a_plain_fork_child_gets_the_programs_own_handlers_back():
 # --- the guardian's start -------------------------------------------------------
 
 
-def _imported(argv):
-    """The modules *argv* (a ``python`` command line) imports, by -X importtime."""
+def _imported(argv, status):
+    """The modules *argv* (a ``python`` command line, which must exit with
+    *status*) imports, by -X importtime."""
     argv = [argv[0], "-X", "importtime", *argv[1:]]
-    err = subprocess.run(
+    out = subprocess.run(
         argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False
-    ).stderr
+    )
+    assert out.returncode == status, out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
     return {
         line.rsplit("|", 1)[1].strip()
-        for line in err.splitlines()
+        for line in out.stderr.splitlines()
         if line.startswith("import time:") and "|" in line
-    } - {"package"}  # the header line's last column
+    } - {"imported package"}  # the header line's last column
 
 
 def test_the_guardian_imports_only_select_and_its_own_module_beyond_a_bare_start():
@@ -143,8 +146,8 @@ def test_the_guardian_imports_only_select_and_its_own_module_beyond_a_bare_start
     # own, the guardian exits (status 2) right after its start.
     from mpguard._group._guardian import command
 
-    bare = _imported([sys.executable, "-I", "-S", "-c", "pass"])
-    guardian = _imported(command(os.getpid(), 0, 0.0))
+    bare = _imported([sys.executable, "-I", "-S", "-c", "pass"], 0)
+    guardian = _imported(command(os.getpid(), 0, 0.0), 2)
     assert "encodings" in bare  # the parse sees what a start imports
     assert guardian - bare == {"select", "_guardian_main"}
 

@@ -9,7 +9,8 @@ GuardedPool swaps in its dispatcher),
 ``_maxtasksperchild``, ``_wrap_exception``),
 ``Pool._pool``/``_state``, ``Pool._terminate`` (a util.Finalize),
 ``Pool._worker_handler``/``_task_handler``/``_result_handler`` and their
-``_state``, the SimpleQueue internals ``_reader``/``_writer``, the worker
+``_state``, the queues' ``_reader``/``_writer`` (and
+``Pool._help_stuff_finish``), the worker
 loop ``pool.worker``, the chunk helpers ``mapstar``/``starmapstar``, and
 the result classes' ``_job``/``_set``/``_number_left``/``_index``.  Same in
 3.9-3.15.
@@ -207,7 +208,7 @@ def _terminate_pool(
     # dispatcher's put(), which is what the stdlib's _help_stuff_finish
     # drains inqueue for.
     _put_nowait(change_notifier)
-    _put_nowait(outqueue)  # wakes _handle_results; bypasses outqueue._wlock
+    _put_nowait(outqueue)  # wakes _handle_results
 
     for thread in (worker_handler, task_handler, result_handler):
         if thread is not current:
@@ -217,9 +218,10 @@ def _terminate_pool(
 
 
 def _put_nowait(queue: Any) -> None:
-    # SimpleQueue.put would take _wlock.  Only the parent's threads write
-    # to these queues now, but a write straight to the pipe (one write below
-    # PIPE_BUF: atomic) needs no lock at all, so terminate() waits on none.
+    # A sentinel straight to the pipe (one write below PIPE_BUF: atomic),
+    # so that terminate() waits on no lock: a stdlib SimpleQueue's put()
+    # would take its _wlock (GuardedPool's queues have none, but this also
+    # serves a stdlib Pool's, in the compat checks).
     try:
         queue._writer.send_bytes(_NONE_PICKLE)
     except OSError:
@@ -239,8 +241,9 @@ def stop_pool_respawn(pool: multiprocessing.pool.Pool) -> None:
     """Ask ``_handle_workers`` to stop replacing workers.
 
     Safe from a signal handler: it only sets a flag, taking no lock (the
-    interrupted main thread may hold the change notifier's lock).  The
-    thread sees the flag when the killed workers' sentinels wake it.
+    interrupted main thread may be anywhere, a stdlib Pool's main thread
+    inside its change notifier's lock).  The thread sees the flag when the
+    killed workers' sentinels wake it.
     """
     handler = getattr(pool, "_worker_handler", None)
     if handler is not None:
@@ -255,22 +258,20 @@ class _SentinelQueue:
     (``close()``, the result cache, ``_handle_workers``; both waited on
     by ``_handle_workers`` through ``_reader``).  A ``SimpleQueue``'s
     semaphores serialise readers and writers in other processes; here
-    there are none."""
+    there are none, and the writers need no lock either: every message is
+    a sentinel, sent in one write(2) below PIPE_BUF, which is atomic.  So
+    a ``Pool.__del__`` that the garbage collector runs inside another
+    ``put()`` of the same thread, or a signal handler's, cannot deadlock."""
 
     def __init__(self) -> None:
         self._reader, self._writer = connection.Pipe(duplex=False)
-        self._wlock = threading.Lock()
 
     def put(self, obj: Any) -> None:
         data = reduction.ForkingPickler.dumps(obj)
-        if len(data) <= _ATOMIC:
-            # One write(2) below PIPE_BUF is atomic: no lock, so that a
-            # Pool.__del__ run by the garbage collector inside another
-            # put() of the same thread cannot deadlock on it.
-            self._writer.send_bytes(data)
-            return
-        with self._wlock:
-            self._writer.send_bytes(data)
+        if len(data) > _ATOMIC:
+            msg = f"a sentinel queue takes small objects only ({len(data)} bytes)"
+            raise ValueError(msg)
+        self._writer.send_bytes(data)
 
     def get(self) -> Any:
         return reduction.ForkingPickler.loads(self._reader.recv_bytes())
@@ -344,6 +345,17 @@ class PoolBase(multiprocessing.pool.Pool):
         # gets a pipe without semaphores as well: the context is wrapped
         # until that call, which puts the real one back.
         self._ctx = _NotifierContext(self, self._ctx)
+
+    @staticmethod
+    def _help_stuff_finish(inqueue: Any, task_handler: Any, size: int) -> None:
+        # Called only by the stdlib's own terminator, which GuardedPool
+        # replaces right after __init__: if a KeyboardInterrupt lands in
+        # between, that one runs, with inqueue None.  Nothing to drain then:
+        # no worker reads it.
+        if inqueue is not None:
+            multiprocessing.pool.Pool._help_stuff_finish(  # type: ignore[attr-defined]
+                inqueue, task_handler, size
+            )
 
     def _repopulate_pool(self) -> None:
         # The stdlib's ``_repopulate_pool_static`` loop for the pool's first

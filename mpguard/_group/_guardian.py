@@ -52,8 +52,15 @@ _BOOT = (
 
 def command(owner_pid: int, lifeline_fd: int, death_grace: float) -> list[str]:
     """The guardian's command line (see ``_guardian_main.main``)."""
-    # -I ignores PYTHONDONTWRITEBYTECODE: pass the owner's choice on.
-    flags = ["-I", "-S", "-B"] if sys.flags.dont_write_bytecode else ["-I", "-S"]
+    # -I ignores PYTHONDONTWRITEBYTECODE and PYTHONPYCACHEPREFIX: pass the
+    # owner's choices on, or a read-only install with a cache prefix would
+    # compile the guardian at every start.
+    flags = ["-I", "-S"]
+    if sys.flags.dont_write_bytecode:
+        flags.append("-B")
+    prefix = getattr(sys, "pycache_prefix", None)
+    if prefix:
+        flags += ["-X", f"pycache_prefix={prefix}"]
     return [
         sys.executable,
         *flags,

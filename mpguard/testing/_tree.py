@@ -27,6 +27,7 @@ HEADER = f"{'PID':>7} {'PPID':>7} {'PGID':>7} {'SID':>7} S  COMMAND"
 
 #: How a guardian shows in its command line (``python -I -S .../_guardian_main.py``).
 GUARDIAN_MARK = "_guardian_main.py"
+_GUARDIAN_SCRIPT = ("/" + GUARDIAN_MARK).encode()
 
 Row = dict[str, Any]
 
@@ -42,8 +43,15 @@ def read_row(pid: int) -> Row | None:
         return None
     name = stat[stat.find(b"(") + 1 : stat.rfind(b")")].decode(errors="replace")
     fields = stat[stat.rfind(b")") + 2 :].split()
+    args = raw.rstrip(b"\0").split(b"\0")
+    if len(args) > 5 and args[-4].endswith(_GUARDIAN_SCRIPT) and b"-c" in args[:-4]:
+        # A guardian (``_guardian.command``: its script, owner, lifeline and
+        # grace last): its -c bootstrap says nothing a reader needs, and
+        # would push the script and the owner's pid out of a cut line.
+        i = args.index(b"-c")
+        del args[i : i + 2]
     # A zombie has no command line left: show its name, as ps does.
-    cmd = raw.replace(b"\0", b" ").decode(errors="replace").strip() or f"[{name}]"
+    cmd = b" ".join(args).decode(errors="replace").strip() or f"[{name}]"
     return {
         "pid": pid,
         "ppid": int(fields[1]),

@@ -20,6 +20,9 @@ resource tracker).
 --ignore-term           workers ignore SIGTERM
 --grace S               GuardedPool grace
 --handler exit0         a user SIGTERM handler that calls sys.exit(0)
+--semaphore             the parent also makes a Lock of the method's own
+                        (a named semaphore under spawn and forkserver, which
+                        the resource tracker reports once the parent is gone)
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import warnings
 
 from _common import (
     busy,
+    get_ctx,
     get_pool,
     hold,
     report,
@@ -88,6 +92,7 @@ def main() -> None:
     ap.add_argument("--grace", type=float)
     ap.add_argument("--handler")
     ap.add_argument("--log", help="write mpguard's debug log to this file")
+    ap.add_argument("--semaphore", action="store_true")
     a = ap.parse_args()
 
     if a.log:
@@ -136,6 +141,8 @@ def main() -> None:
         build()
     pool = box["pool"]
     first = box["first"]
+    if a.semaphore:  # held for the scenario's whole life
+        box["lock"] = get_ctx(mode).Lock()
     report(a.report + ".early", pid=os.getpid(), first_workers=first)
     if a.churn:
         # Each quick task retires its worker: the replacements are forked
