@@ -75,7 +75,8 @@ def test_tree_marks_zombies_orphans_and_the_guard(tmp_path):
         # Shown as its script and owner, without its -c bootstrap.
         cmd = rows[guardian]["cmd"]
         assert f"_guardian_main.py {os.getpid()} " in cmd, cmd
-        assert " -I -S " in cmd and " -c " not in cmd, cmd
+        assert " -I -S " in cmd, cmd
+        assert " -c " not in cmd, cmd
         assert f"guarded(pgid={guardian})" in rows[p.pid]["marks"]
         assert rows[os.getpid()]["depth"] == 0
         text = _mpguard("tree", str(os.getpid())).stdout
