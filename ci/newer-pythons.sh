@@ -3,6 +3,7 @@
 # from Debian's own packages, inside a debootstrap chroot.
 #
 #   sudo ci/newer-pythons.sh [VERSION ...]      (default: 3.14 3.15)
+#   sudo ci/newer-pythons.sh --build-only       (build the chroot, run nothing)
 #
 # MPGUARD_CHROOT_RUN replaces the test command, run in the venv from the
 # checkout's root, e.g. the benchmarks on 3.14:
@@ -28,6 +29,11 @@
 # configuration and certificate files, so it reaches the same registry.
 set -euo pipefail
 
+build_only=0
+if [ "${1:-}" = --build-only ]; then
+    build_only=1
+    shift
+fi
 versions=("$@")
 [ ${#versions[@]} -gt 0 ] || versions=(3.14 3.15)
 
@@ -66,6 +72,7 @@ if [ ! -e "$root/.mpguard-ready" ] || [ "$(cat "$root/.mpguard-ready")" != "$pac
     mv "$root.tmp" "$root"
     echo "$packages" > "$root/.mpguard-ready"
 fi
+[ "$build_only" = 0 ] || exit 0
 
 mounted=()
 cleanup() {
