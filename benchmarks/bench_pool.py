@@ -17,7 +17,7 @@ ratios, not absolute figures.  The ``import`` and ``cold start`` cases time
 a whole new interpreter from outside (``import mpguard`` against ``import
 multiprocessing.pool``; import, ``Pool(2)``, one small map, exit).
 
-``--quick`` (under a minute, in CI) runs smaller cases for 3 rounds; with
+``--quick`` (under 2 minutes, in CI) runs smaller cases for 3 rounds; with
 ``--tripwire 0.5`` the exit status is 1 if any median ratio is below 0.5,
 that is if GuardedPool takes more than twice the stdlib's time on any
 case: a tripwire for a gross regression, not a timed test.  ``--memory``
