@@ -98,6 +98,17 @@ def zombies_after(timeout: float = 5.0) -> list[int]:
     return zombies()
 
 
+def patience(mode: str, deadline: float, control: float) -> float:
+    """How long to wait for a call that hangs the control pool forever.
+
+    The guarded pool gets *deadline*, the time it must finish within.  The
+    control (the stdlib's pool, or billiard's own) never returns from such
+    a call, and takes milliseconds when it does, so *control* seconds tell
+    a hang apart on any machine and keep the suite short.
+    """
+    return deadline if mode == "guarded" else control
+
+
 def hold() -> None:
     """Wait for the test to act (signal us); never returns on its own."""
     while True:

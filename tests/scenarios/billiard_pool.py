@@ -11,7 +11,7 @@ then the pool runs on replacements, and zombies are counted.
 
 terminate: every idle worker is SIGKILLed (one of them waits for work
 holding the task queue's read lock), then ``terminate()`` is timed, in a
-thread, for at most 10 s (4 s for the control: see HANG).
+thread, for at most 10 s (4 s for the control).
 
 wlock-kill: a task takes its worker's hold of the result queue's write lock
 and SIGKILLs its worker (the OOM killer, mid-message); then one more task
@@ -31,7 +31,7 @@ import signal
 import sys
 import time
 
-from _common import get_ctx, report, zombies_after
+from _common import get_ctx, patience, report, zombies_after
 
 
 def slow(i: int) -> int:
@@ -70,17 +70,8 @@ def announce_death_slowly(_: int) -> None:
     time.sleep(600)
 
 
-#: How long the control (billiard's own fork context) is given: what it
-#: waits for never comes, and takes milliseconds when it does, so 4 s tells
-#: a hang apart on any machine.  The guarded pool keeps its longer bound,
-#: which is its deadline rather than a detector.
-HANG = 4.0
 #: "guarded" or "stdlib", from the command line.
 MODE = "guarded"
-
-
-def bound(guarded: float) -> float:
-    return guarded if MODE == "guarded" else HANG
 
 
 def served_after(path: str, ctx: object, how: str) -> None:
@@ -91,7 +82,7 @@ def served_after(path: str, ctx: object, how: str) -> None:
     time.sleep(0.5)
     t0 = time.monotonic()
     try:
-        after = pool.apply_async(task, (1,)).get(bound(8))
+        after = pool.apply_async(task, (1,)).get(patience(MODE, 8, 4))
         served = True
     except Exception:  # billiard's TimeoutError
         after, served = None, False
@@ -123,7 +114,7 @@ def terminate_after_kill(path: str, ctx: object) -> None:
     t0 = time.monotonic()
     done = threading.Thread(target=pool.terminate, daemon=True)
     done.start()
-    done.join(bound(10))
+    done.join(patience(MODE, 10, 4))
     if done.is_alive():  # show where billiard waits
         import faulthandler
 

@@ -25,13 +25,10 @@ import sys
 import threading
 import time
 
-from _common import get_pool, report
+from _common import get_pool, patience, report
 
 #: The guarded pool's deadline for each blocking call.
 BOUND = 4.0
-#: The stdlib control's: its calls hang forever, and each does milliseconds
-#: of work when it does not, so 2 s tells a hang apart on any machine.
-STDLIB_BOUND = 2.0
 #: "guarded" or "stdlib", from the command line.
 MODE = "guarded"
 
@@ -51,7 +48,7 @@ def bounded(fn, timeout: float | None = None) -> dict:
     t = threading.Thread(target=run, daemon=True)
     t.start()
     if timeout is None:
-        timeout = STDLIB_BOUND if MODE == "stdlib" else BOUND
+        timeout = patience(MODE, BOUND, 2.0)
     t.join(timeout)
     out["hung"] = t.is_alive()
     out["elapsed"] = time.monotonic() - t0

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 
-from _common import get_ctx, report
+from _common import get_ctx, patience, report
 
 
 def hold_grandchild(q) -> None:
@@ -117,9 +117,8 @@ def main() -> None:
         t0 = time.monotonic()
         r = pool.apply_async(only_in_parent.inc, (1,))
         try:
-            # The control waits forever; 3 s is enough to see that (its
-            # workers are up once Pool() returns).
-            r.get(5 if mode == "guarded" else 3)
+            # The control's workers are up once Pool() returns.
+            r.get(patience(mode, 5, 3))
             out["error"] = None
         except Exception as e:
             out["error"] = {
