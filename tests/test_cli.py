@@ -72,10 +72,16 @@ def test_tree_marks_zombies_orphans_and_the_guard(tmp_path):
         assert "zombie" in rows[zombie.pid]["marks"]
         guardian = os.getpgid(p.pid)
         assert "guardian" in rows[guardian]["marks"]
-        # Shown as its script and owner, without its -c bootstrap.
+        # Shown as its script and owner (a python one without its -c
+        # bootstrap).
         cmd = rows[guardian]["cmd"]
-        assert f"_guardian_main.py {os.getpid()} " in cmd, cmd
-        assert " -I -S " in cmd, cmd
+        from mpguard import _platform
+
+        if _platform.PERL:
+            assert f"_guardian_main.pl {os.getpid()} " in cmd, cmd
+        else:
+            assert f"_guardian_main.py {os.getpid()} " in cmd, cmd
+            assert " -I -S " in cmd, cmd
         assert " -c " not in cmd, cmd
         assert f"guarded(pgid={guardian})" in rows[p.pid]["marks"]
         assert rows[os.getpid()]["depth"] == 0

@@ -62,12 +62,18 @@ def test_whole_tree_dies_when_parent_sigkilled(tmp_path, mode, start_method):
 
 
 @pytest.mark.parametrize(
-    ("mode", "busy"),
-    [("guarded", "c"), ("guarded", "sleep"), ("stdlib", "c")],
-    ids=["guarded-c", "guarded-sleep", "stdlib-c"],
+    ("mode", "busy", "env"),
+    [
+        ("guarded", "c", None),
+        ("guarded", "sleep", None),
+        # The guardian in python, as on a machine without perl.
+        ("guarded", "c", {"MPGUARD_DISABLE": "perl"}),
+        ("stdlib", "c", None),
+    ],
+    ids=["guarded-c", "guarded-sleep", "guarded-c-python-guardian", "stdlib-c"],
 )
-def test_workers_and_grandchildren_die_when_parent_sigkilled(tmp_path, mode, busy):
-    with scenario("busy_pool", tmp_path, mode, "--busy", busy) as sc:
+def test_workers_and_grandchildren_die_when_parent_sigkilled(tmp_path, mode, busy, env):
+    with scenario("busy_pool", tmp_path, mode, "--busy", busy, env=env) as sc:
         r = sc.report()
         left, dt = _sigkill_and_measure(sc, r)
         if mode == "guarded":

@@ -28,9 +28,18 @@ def _kill_parent(sc):
     return r, time.monotonic() - t0
 
 
+#: The guardian's two interpreters (the grace is the guardian's own loop).
+GUARDIANS = pytest.mark.parametrize(
+    "env",
+    [None, {"MPGUARD_DISABLE": "perl"}],
+    ids=["default-guardian", "python-guardian"],
+)
+
+
+@GUARDIANS
 @pytest.mark.parametrize("grace", ["0.5", "0"], ids=["grace", "control-sigkill"])
-def test_a_child_cleans_up_when_the_parent_is_killed(tmp_path, grace):
-    with scenario("parent_death", tmp_path, grace, "cleans") as sc:
+def test_a_child_cleans_up_when_the_parent_is_killed(tmp_path, grace, env):
+    with scenario("parent_death", tmp_path, grace, "cleans", env=env) as sc:
         _kill_parent(sc)
         cleaned = os.path.exists(str(sc.report_path) + ".cleaned")
         if grace == "0":
@@ -39,9 +48,10 @@ def test_a_child_cleans_up_when_the_parent_is_killed(tmp_path, grace):
             assert cleaned
 
 
-def test_the_one_second_bound_holds_for_the_longest_grace(tmp_path):
+@GUARDIANS
+def test_the_one_second_bound_holds_for_the_longest_grace(tmp_path, env):
     # A child that ignores SIGTERM is SIGKILLed when the grace runs out.
-    with scenario("parent_death", tmp_path, "0.9", "stubborn") as sc:
+    with scenario("parent_death", tmp_path, "0.9", "stubborn", env=env) as sc:
         _, took = _kill_parent(sc)
         assert took >= 0.85  # it really waited for the grace
         print(f"stubborn child gone {took:.2f} s after the parent's death")

@@ -7,7 +7,8 @@ Modules:
   guard (:func:`current_guard`, :func:`acquire`, :func:`holding`), the
   parent's signal handlers, teardown hooks;
 * ``_guardian``: the guardian process, seen from the owner;
-  ``_guardian_main``: the script the guardian runs;
+  ``_guardian_main``: the script the guardian runs (``.pl`` in a perl,
+  ``.py`` in a python);
 * ``_children``: the :class:`GuardedChild` protocol, the :class:`Child`
   handle, and the one table of live children with its reaper thread;
 * ``_ladder``: the one escalation ladder (SIGTERM, grace, SIGKILL, reap);

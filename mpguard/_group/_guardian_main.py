@@ -1,5 +1,8 @@
 """The guardian: leader of a guard's process group.
 
+Its twin ``_guardian_main.pl`` runs instead wherever a perl is on PATH
+(it starts on 2 ms of CPU where this takes 15): keep the two in step.
+
 Started by the owner (the user's process) in a ``python -I -S`` with
 ``setpgid(0, 0)`` applied before exec, so its pid is the group id every
 guarded child joins.  ``_guardian.command`` imports this file as a module

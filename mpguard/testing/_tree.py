@@ -25,9 +25,10 @@ __all__ = ["HEADER", "format_line", "guardians", "marks", "read_row", "render", 
 
 HEADER = f"{'PID':>7} {'PPID':>7} {'PGID':>7} {'SID':>7} S  COMMAND"
 
-#: How a guardian shows in its command line (``python -I -S .../_guardian_main.py``).
-GUARDIAN_MARK = "_guardian_main.py"
-_GUARDIAN_SCRIPT = ("/" + GUARDIAN_MARK).encode()
+#: How a guardian shows in its command line: ``perl -f .../_guardian_main.pl``
+#: or ``python -I -S .../_guardian_main.py``.
+GUARDIAN_MARK = "/_guardian_main.p"
+_PYTHON_GUARDIAN = b"/_guardian_main.py"
 
 Row = dict[str, Any]
 
@@ -44,9 +45,9 @@ def read_row(pid: int) -> Row | None:
     name = stat[stat.find(b"(") + 1 : stat.rfind(b")")].decode(errors="replace")
     fields = stat[stat.rfind(b")") + 2 :].split()
     args = raw.rstrip(b"\0").split(b"\0")
-    if len(args) > 5 and args[-4].endswith(_GUARDIAN_SCRIPT) and b"-c" in args[:-4]:
-        # A guardian (``_guardian.command``: its script, owner, lifeline and
-        # grace last): its -c bootstrap says nothing a reader needs, and
+    if len(args) > 5 and args[-4].endswith(_PYTHON_GUARDIAN) and b"-c" in args[:-4]:
+        # A python guardian (``_guardian.command``: its script, owner,
+        # lifeline and grace last): its -c bootstrap says nothing a reader needs, and
         # would push the script and the owner's pid out of a cut line.
         i = args.index(b"-c")
         del args[i : i + 2]
