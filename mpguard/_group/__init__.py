@@ -37,7 +37,18 @@ from ._guard import (
     shutdown,
 )
 from ._ladder import Target, escalate, kill_now, kill_tree, pids_target, tree_target
-from ._orphans import AbandonedReaper, Adopter, owned_pids
+
+# The Celery integration's: loaded on first use, not on every pool's path.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._orphans import AbandonedReaper, Adopter, owned_pids
+else:
+    from .. import _lazy
+
+    __getattr__ = _lazy.loader(
+        __name__,
+        dict.fromkeys(("AbandonedReaper", "Adopter", "owned_pids"), "_orphans"),
+    )
 
 __all__ = [
     "LINGER",
