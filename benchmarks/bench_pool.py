@@ -283,14 +283,17 @@ def cases(quick: bool, method: str) -> list[tuple[Case, Callable[[str], float]]]
     return table
 
 
-def _in_fresh_process(fn: str, *args: object, timeout: float = 600) -> str:
-    """What ``fn(*args)`` prints, run in a fresh interpreter (``--sample``)."""
+def _in_fresh_process(
+    fn: str, *args: object, timeout: float = 600, env: dict[str, str] | None = None
+) -> str:
+    """What ``fn(*args)`` prints, run in a fresh interpreter (``--sample``),
+    with *env* added to its environment."""
     out = subprocess.run(
         [sys.executable, str(HERE), "--sample", json.dumps([fn, *args])],
         check=True,
         capture_output=True,
         text=True,
-        env=ENV,
+        env={**ENV, **(env or {})},
         cwd=ROOT,
         timeout=timeout,
     )
@@ -354,17 +357,26 @@ def run_method(method: str, rounds: int, quick: bool, only: str) -> list[float]:
 
 
 def memory_report() -> None:
-    """The guardian's memory, and each pool's per-worker memory (fork)."""
+    """The guardian's memory (in perl if there is one, and in python), and
+    each pool's per-worker memory (fork)."""
     m = json.loads(_in_fresh_process("s_memory", "", "fork", timeout=300))
+    py = json.loads(
+        _in_fresh_process(
+            "s_memory", "", "fork", timeout=300, env={"MPGUARD_DISABLE": "perl"}
+        )
+    )
     mib = 1 << 20
     print("\n### memory (fork, 4 workers, after one map)\n")
-    print("| process | RSS | USS (its own pages) |")
-    print("|---|---|---|")
-    rss, uss = m["guardian_rss"] / mib, m["guardian_uss"] / mib
-    print(f"| guardian | {rss:.1f} MiB | {uss:.1f} MiB |")
+    print("| process | RSS | USS (its own pages) | anonymous |")
+    print("|---|---|---|---|")
+    for name, g in ((f"guardian ({m['guardian']})", m), ("guardian (python)", py)):
+        if name == "guardian (python)" and m["guardian"] == "python":
+            continue
+        rss, uss, anon = (g[f"guardian_{k}"] / mib for k in ("rss", "uss", "anon"))
+        print(f"| {name} | {rss:.1f} MiB | {uss:.1f} MiB | {anon:.1f} MiB |")
     for kind in ("stdlib", "guarded"):
         rss, uss = m[f"{kind}_rss"], m[f"{kind}_uss"]
-        print(f"| {kind} worker (mean) | {rss / mib:.1f} MiB | {uss / mib:.2f} MiB |")
+        print(f"| {kind} worker (mean) | {rss / mib:.1f} MiB | {uss / mib:.2f} MiB | |")
 
 
 def s_memory(kind: str, method: str) -> str:
@@ -383,8 +395,16 @@ def s_memory(kind: str, method: str) -> str:
             out[f"{k}_rss"] = statistics.mean(i.rss for i in infos)
             out[f"{k}_uss"] = statistics.mean(i.uss for i in infos)
             if k == "guarded":
-                g = psutil.Process(current_guard().pgid).memory_full_info()
+                pgid = current_guard().pgid
+                g = psutil.Process(pgid).memory_full_info()
                 out["guardian_rss"], out["guardian_uss"] = g.rss, g.uss
+                # Anonymous memory: what the guardian costs the machine for
+                # good (USS also counts the file pages of an interpreter that
+                # no other process maps, such as perl's).
+                with open(f"/proc/{pgid}/status") as f:
+                    anon = next(x for x in f if x.startswith("RssAnon:"))
+                out["guardian_anon"] = int(anon.split()[1]) * 1024
+                out["guardian"] = "perl" if current_guard().guardian.perl else "python"
     del mpguard
     return json.dumps(out)
 
@@ -429,14 +449,18 @@ def _interpreter_starts() -> dict[str, float]:
     in CPU time, against a bare ``python -I -S -c pass``.  Run outside a
     group of its own, the guardian script exits (status 2) right after its
     start-up, before it would watch anything."""
-    # The guardian's own command line, asked of mpguard in another process:
-    # the references after this one are taken in this process, which must
-    # stay a bare interpreter (forks copy its memory).
+    # The guardian's own command lines (in python, and in perl if there is
+    # one), asked of mpguard in another process: the references after this
+    # one are taken in this process, which must stay a bare interpreter
+    # (forks copy its memory).
     code = (
-        "import json, sys; from mpguard._group._guardian import command;"
-        "print(json.dumps(command(int(sys.argv[1]), 0, 0.0)))"
+        "import json, sys; from mpguard import _platform;"
+        "from mpguard._group._guardian import command;"
+        "pid = int(sys.argv[1]);"
+        "print(json.dumps([command(pid, 0, 0.0),"
+        " _platform.PERL and command(pid, 0, 0.0, perl=_platform.PERL)]))"
     )
-    guardian = json.loads(
+    python_guardian, perl_guardian = json.loads(
         subprocess.run(
             [sys.executable, "-c", code, str(os.getpid())],
             check=True,
@@ -445,12 +469,17 @@ def _interpreter_starts() -> dict[str, float]:
         ).stdout
     )
     bare = [sys.executable, "-I", "-S", "-c", "pass"]
-    return {
+    out = {
         "`python -I -S -c pass`, CPU": _median_us(lambda: _child_cpu(bare), 21),
-        "the guardian's start (`python -I -S` + its imports), CPU": _median_us(
-            lambda: _child_cpu(guardian), 21
+        "the python guardian's start (`python -I -S` + its imports), CPU": _median_us(
+            lambda: _child_cpu(python_guardian), 21
         ),
     }
+    if perl_guardian:
+        out["the perl guardian's start (`perl -f` + its script), CPU"] = _median_us(
+            lambda: _child_cpu(perl_guardian), 21
+        )
+    return out
 
 
 def s_physical(kind: str, method: str) -> str:

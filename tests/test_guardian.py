@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 
 import pytest
 
@@ -97,3 +98,41 @@ def test_a_perl_guardian_gets_no_perl_variables(monkeypatch):
     assert not any(k.startswith("PERL") for k in env)
     assert env["PATH"] == os.environ["PATH"]
     assert _guardian.spawn_env(None) is None
+
+
+def test_a_perl_that_cannot_run_the_guardian_is_warned_and_python_takes_over(tmp_path):
+    # A `perl` first on PATH that exits at once, as one that cannot run the
+    # script would: the guard is warned broken (its children no longer die
+    # with the owner), and the next guardian runs in python.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "perl").write_text("#!/bin/sh\nexit 255\n")
+    (fake / "perl").chmod(0o755)
+    code = (
+        "import multiprocessing as mp, time, warnings, mpguard\n"
+        "from mpguard._group import current_guard\n"
+        "warnings.simplefilter('always')\n"
+        "ctx = mp.get_context('guarded')\n"
+        "from mpguard._group import holding\n"
+        "with holding() as first:\n"
+        "    deadline = time.monotonic() + 10\n"
+        "    while first.guardian.held() and time.monotonic() < deadline:\n"
+        "        time.sleep(0.01)\n"
+        "q = ctx.Process(target=time.sleep, args=(5,)); q.start()\n"
+        "with open(f'/proc/{current_guard().pgid}/cmdline', 'rb') as f:\n"
+        "    print(f.read().split(b'\\0')[0].decode())\n"
+        "q.kill(); q.join()\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        start_new_session=True,
+        env={**os.environ, "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}"},
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "exited with status 255" in out.stderr, out.stderr
+    assert "is gone" in out.stderr, out.stderr  # the broken guard, warned
+    assert out.stdout.strip() == sys.executable

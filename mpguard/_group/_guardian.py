@@ -17,10 +17,11 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 
 from .. import _compat, _platform
 from .._config import log
-from .._errors import GuardSetupError
+from .._errors import GuardDegradedWarning, GuardSetupError
 
 # typing.TYPE_CHECKING without importing typing: this module is on the
 # pool's path, and typing costs a cold start 2 ms.
@@ -83,6 +84,16 @@ def command(
     ]
 
 
+#: Set once a perl guardian exited on its own (a perl on PATH that cannot run
+#: the script): the next guardians run in this Python.
+_perl_failed = False
+
+
+def guardian_perl() -> str | None:
+    """The perl the next guardian runs in, or None for this Python."""
+    return None if _perl_failed else _platform.PERL
+
+
 def spawn_env(perl: str | None) -> dict[str, str] | None:
     """The guardian's environment: the owner's, without the ``PERL*``
     variables for a perl guardian (None: inherited as is, ``-I`` keeps a
@@ -125,7 +136,7 @@ class Guardian:
         try:
             # The mask survives exec: the guardian starts with the guarded
             # signals blocked and ignores them before unblocking.
-            perl = _platform.PERL
+            self.perl = perl = guardian_perl()
             self._proc = subprocess.Popen(
                 command(owner_pid, lifeline_r, death_grace, perl=perl),
                 pass_fds=(lifeline_r,),
@@ -166,9 +177,24 @@ class Guardian:
 
     def mark_lost(self) -> int | None:
         """The guardian died on its own: stop signalling its group, then
-        reap it (in that order: once reaped its pgid may be recycled)."""
+        reap it (in that order: once reaped its pgid may be recycled).
+
+        A perl guardian that *exited* (no signal killed it) could not run
+        its script: the next guardians run in this Python, and a warning
+        says so.
+        """
+        global _perl_failed
         self.lost = True
-        return self._proc.poll()
+        rc = self._proc.poll()
+        if self.perl is not None and rc is not None and rc >= 0 and not _perl_failed:
+            _perl_failed = True
+            warnings.warn(
+                f"mpguard: the guardian exited with status {rc} in {self.perl}; "
+                f"guardians run in {sys.executable} from now on",
+                GuardDegradedWarning,
+                stacklevel=2,
+            )
+        return rc
 
     def release(self) -> None:
         """Let the guardian go: close the lifeline, SIGKILL it, reap it.
