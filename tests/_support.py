@@ -14,6 +14,7 @@ saw is SIGKILLed at the end, descendants first, whatever the outcome.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -43,6 +44,7 @@ __all__ = [
     "Scenario",
     "alive",
     "describe",
+    "python_in_own_session",
     "scenario",
     "survivors",
     "wait_for",
@@ -55,6 +57,22 @@ SCENARIOS = Path(__file__).parent / "scenarios"
 GUARDED_METHODS = ["guarded-fork", "guarded-forkserver", "guarded-spawn"]
 #: Report keys that hold pids besides the ``*pid``/``*pids`` ones.
 PID_KEYS = ("workers", "grandchildren")
+
+
+def python_in_own_session(
+    code: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -c code`` in a session of its own (it may make process
+    groups), with *env* added to this environment; its output as text."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
 
 
 @contextmanager

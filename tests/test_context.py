@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from _support import scenario
+from _support import python_in_own_session, scenario
 
 
 @pytest.fixture(scope="module")
@@ -130,13 +130,7 @@ def _python_script(tmp_path, code: str) -> subprocess.CompletedProcess[str]:
 
 def _python(code: str) -> subprocess.CompletedProcess[str]:
     """Run *code* in a fresh interpreter, in its own session."""
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        start_new_session=True,
-    )
+    return python_in_own_session(code)
 
 
 def test_setup_failure_is_raised_not_swallowed():

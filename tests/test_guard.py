@@ -16,7 +16,7 @@ import warnings
 import pytest
 
 import mpguard
-from _support import scenario, survivors, wait_for, wait_gone
+from _support import python_in_own_session, scenario, survivors, wait_for, wait_gone
 from mpguard import _platform
 from mpguard._group import Target, escalate
 
@@ -26,14 +26,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def _python(code: str, env: dict[str, str] | None = None) -> str:
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        start_new_session=True,
-        env={**os.environ, **(env or {})},
-    )
+    out = python_in_own_session(code, env)
     assert out.returncode == 0, out.stderr
     return out.stdout
 

@@ -18,7 +18,14 @@ import sys
 
 import pytest
 
-from _support import alive, describe, scenario, wait_for, wait_gone
+from _support import (
+    alive,
+    describe,
+    python_in_own_session,
+    scenario,
+    wait_for,
+    wait_gone,
+)
 from mpguard import _platform
 from mpguard._group import _guardian
 
@@ -123,14 +130,8 @@ def test_a_perl_that_cannot_run_the_guardian_is_warned_and_python_takes_over(tmp
         "    print(f.read().split(b'\\0')[0].decode())\n"
         "q.kill(); q.join()\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        start_new_session=True,
-        env={**os.environ, "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}"},
-        check=False,
+    out = python_in_own_session(
+        code, {"PATH": f"{fake}{os.pathsep}{os.environ['PATH']}"}
     )
     assert out.returncode == 0, out.stderr
     assert "exited with status 255" in out.stderr, out.stderr
